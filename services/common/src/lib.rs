@@ -1,0 +1,20 @@
+//! What every Beehive component shares, so that each service crate only holds its own
+//! domain: settings, telemetry, the one error type, gRPC plumbing (balanced channels,
+//! load shedding, retries), the admin HTTP server, infrastructure connections and the
+//! shutdown signal.
+
+pub mod admin;
+pub mod component;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod grpc;
+pub mod infra;
+pub mod migrate;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use component::{Bound, ComponentError, Context, Infra};
+pub use config::{Component, Settings};
+pub use error::{Error, ErrorCode, Result};
+pub use shutdown::Shutdown;

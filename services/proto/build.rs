@@ -1,0 +1,27 @@
+//! Generates the gRPC code from `proto/beehive/v1` at build time, so the checked-in
+//! `.proto` files are the only source of truth and generated code can never be stale.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let dir = root.join("beehive/v1");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "proto"))
+        .collect();
+    files.sort();
+    if std::env::var_os("PROTOC").is_none() {
+        // SAFETY: build scripts are single-threaded; nothing else reads the environment now.
+        unsafe { std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?) };
+    }
+    println!("cargo:rerun-if-changed={}", dir.display());
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .file_descriptor_set_path(
+            PathBuf::from(std::env::var("OUT_DIR")?).join("beehive_descriptor.bin"),
+        )
+        .compile_protos(&files, &[root])?;
+    Ok(())
+}
