@@ -1,0 +1,1248 @@
+//! Every SQL statement of the message service, nothing else.
+//!
+//! Hot-path statements are single round trips: a send is one statement (membership
+//! check, seq allocation, insert, the sender's read_seq and the outbox row, all in one
+//! implicit transaction), and so is a receipt. Lock order is always conversation row
+//! before member rows, so concurrent sends, joins and leaves cannot deadlock.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use beehive_common::Error;
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::conversation::{
+    HistoryWindow, ListCursor, MAX_GROUP_MEMBERS, NewMessage, SyncMembership, SyncWindow,
+    outbox_partition, to_u64,
+};
+
+/// `message.conversations.kind` of a direct conversation.
+pub const KIND_DIRECT: i16 = 1;
+/// `message.conversations.kind` of a group.
+pub const KIND_GROUP: i16 = 2;
+
+/// `message.outbox.kind`: a stored message, by seq.
+pub const OUTBOX_MESSAGE: i16 = 1;
+/// `message.outbox.kind`: a member's receipt, by user.
+pub const OUTBOX_RECEIPT: i16 = 2;
+/// `message.outbox.kind`: a conversation's metadata or membership changed.
+pub const OUTBOX_CONVERSATION: i16 = 3;
+
+/// The channel the outbox trigger notifies on commit.
+pub const OUTBOX_CHANNEL: &str = "beehive_message_outbox";
+
+const UNIQUE_VIOLATION: &str = "23505";
+
+fn conversation_not_found() -> Error {
+    Error::NotFound("conversation not found".to_owned())
+}
+
+fn not_a_group() -> Error {
+    Error::invalid(
+        "conversation_id",
+        "this is a direct conversation, not a group",
+    )
+}
+
+/// A conversation row.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct ConversationRow {
+    pub id: Uuid,
+    pub kind: i16,
+    pub name: String,
+    pub avatar: String,
+    pub owner_id: Option<Uuid>,
+    pub last_seq: i64,
+    pub updated_at: DateTime<Utc>,
+    pub sort_at: DateTime<Utc>,
+}
+
+/// A conversation with the state of one member in it.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct MemberConversationRow {
+    #[sqlx(flatten)]
+    pub conversation: ConversationRow,
+    pub join_seq: i64,
+    pub read_seq: i64,
+}
+
+/// A conversation as one member sees it, with everything the API shows.
+#[derive(Clone, Debug)]
+pub struct ConversationView {
+    pub row: MemberConversationRow,
+    pub member_ids: Vec<Uuid>,
+    /// The newest message, when the member may see it.
+    pub last_message: Option<MessageRow>,
+}
+
+/// A message row.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct MessageRow {
+    pub conversation_id: Uuid,
+    pub seq: i64,
+    pub id: Uuid,
+    pub sender_id: Uuid,
+    pub client_msg_id: String,
+    pub msg_type: i16,
+    pub content: String,
+    pub file_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A row of [`Store::send_batch`]: the 1-based input position and the stored message.
+#[derive(sqlx::FromRow)]
+struct BatchRow {
+    n: i64,
+    #[sqlx(flatten)]
+    message: MessageRow,
+}
+
+/// One member's progress in a conversation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct ReceiptRow {
+    pub conversation_id: Uuid,
+    pub user_id: Uuid,
+    pub delivered_seq: i64,
+    pub read_seq: i64,
+}
+
+/// A member row as the relay needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct MemberRow {
+    pub conversation_id: Uuid,
+    pub user_id: Uuid,
+    pub join_seq: i64,
+    pub delivered_seq: i64,
+    pub read_seq: i64,
+}
+
+/// What a send did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// Stored now, with its outbox row.
+    Stored(MessageRow),
+    /// `(sender, client_msg_id)` was stored before; nothing new was written.
+    Duplicate(MessageRow),
+}
+
+/// Which progress marker a mark call moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mark {
+    Delivered,
+    Read,
+}
+
+const MESSAGE_COLUMNS: &str =
+    "conversation_id, seq, id, sender_id, client_msg_id, msg_type, content, file_id, created_at";
+
+/// Wakes the outbox relays after commits that wrote outbox rows.
+///
+/// A NOTIFY inside each sending transaction would serialize all of them on
+/// PostgreSQL's notification lock (held across the commit's WAL flush). Instead sends
+/// raise this signal after commit and one background task per process issues the
+/// NOTIFY: at most one in flight, so any number of commits during one round trip cost
+/// one notification.
+#[derive(Clone, Default)]
+pub struct OutboxSignal {
+    inner: Arc<SignalInner>,
+}
+
+#[derive(Default)]
+struct SignalInner {
+    pending: AtomicBool,
+    wake: tokio::sync::Notify,
+    /// Wakes this process's own relay directly, a database round trip sooner.
+    local: tokio::sync::Notify,
+}
+
+impl OutboxSignal {
+    /// Marks that outbox rows were committed.
+    pub fn raise(&self) {
+        self.inner.local.notify_one();
+        if !self.inner.pending.swap(true, Ordering::AcqRel) {
+            self.inner.wake.notify_one();
+        }
+    }
+
+    /// Completes after the next [`OutboxSignal::raise`] of this process (at once if one
+    /// happened since the last wait).
+    pub async fn raised(&self) {
+        self.inner.local.notified().await;
+    }
+
+    /// Issues the NOTIFYs until `shutdown`.
+    pub async fn run_notifier(self, pool: PgPool, shutdown: beehive_common::Shutdown) {
+        loop {
+            tokio::select! {
+                () = self.inner.wake.notified() => {}
+                () = shutdown.wait_owned() => return,
+            }
+            self.inner.pending.store(false, Ordering::Release);
+            if let Err(error) = sqlx::query("SELECT pg_notify($1, '')")
+                .bind(OUTBOX_CHANNEL)
+                .execute(&pool)
+                .await
+            {
+                // The relays' fallback poll picks the rows up.
+                tracing::debug!(%error, "cannot notify the outbox relays");
+            }
+        }
+    }
+}
+
+/// Most direct pairs remembered in memory before the cache starts over.
+const DIRECT_CACHE_MAX: usize = 100_000;
+
+/// The message service's data access.
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+    signal: OutboxSignal,
+    /// Direct conversation ids by user pair: they never change or disappear, so a
+    /// send to `to_user_id` skips the lookup round trip once a pair is known.
+    direct: Arc<Mutex<HashMap<(Uuid, Uuid), Uuid>>>,
+}
+
+impl Store {
+    /// A store over `pool` (migrated with [`crate::MIGRATOR`]) that raises `signal`
+    /// after every commit that wrote outbox rows.
+    pub fn new(pool: PgPool, signal: OutboxSignal) -> Self {
+        Self {
+            pool,
+            signal,
+            direct: Arc::default(),
+        }
+    }
+
+    /// The pool, for the relay's listener and readiness checks.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The direct conversation of a user pair (`low < high`), created with both
+    /// members on first use. Concurrent first sends of one pair end in one row: the
+    /// loser's insert waits on the unique index and then finds the winner's row.
+    pub async fn direct_conversation(&self, low: Uuid, high: Uuid) -> Result<Uuid, Error> {
+        if let Some(id) = self.cached_direct(low, high) {
+            return Ok(id);
+        }
+        let id = self.lookup_direct(low, high).await?;
+        if let Ok(mut cache) = self.direct.lock() {
+            if cache.len() >= DIRECT_CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert((low, high), id);
+        }
+        Ok(id)
+    }
+
+    fn cached_direct(&self, low: Uuid, high: Uuid) -> Option<Uuid> {
+        self.direct.lock().ok()?.get(&(low, high)).copied()
+    }
+
+    async fn lookup_direct(&self, low: Uuid, high: Uuid) -> Result<Uuid, Error> {
+        let existing: Option<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM message.conversations
+              WHERE kind = 1 AND direct_low = $1 AND direct_high = $2",
+        )
+        .bind(low)
+        .bind(high)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(id) = existing {
+            return Ok(id);
+        }
+        let created: Option<Uuid> = sqlx::query_scalar(
+            "WITH ins AS (
+                 INSERT INTO message.conversations (id, kind, direct_low, direct_high, member_count)
+                 VALUES ($1, 1, $2, $3, 2)
+                 ON CONFLICT (direct_low, direct_high) WHERE kind = 1 DO NOTHING
+                 RETURNING id
+             ), mem AS (
+                 INSERT INTO message.members (conversation_id, user_id, join_seq, delivered_seq, read_seq)
+                 SELECT ins.id, u.id, 0, 0, 0 FROM ins, unnest(ARRAY[$2, $3]::uuid[]) AS u(id)
+             )
+             SELECT id FROM ins",
+        )
+        .bind(Uuid::now_v7())
+        .bind(low)
+        .bind(high)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(id) = created {
+            return Ok(id);
+        }
+        sqlx::query_scalar(
+            "SELECT id FROM message.conversations
+              WHERE kind = 1 AND direct_low = $1 AND direct_high = $2",
+        )
+        .bind(low)
+        .bind(high)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| Error::internal("direct conversation vanished after insert conflict"))
+    }
+
+    /// Stores a message in one statement (one transaction): checks membership and
+    /// (sender, client_msg_id), takes the next seq under the conversation row's lock,
+    /// inserts the message, advances the sender's read and delivered seq and writes the
+    /// outbox row. A concurrent duplicate fails on the unique index, which rolls the
+    /// whole statement back (seq included, so no gap), and then finds the first copy.
+    pub async fn send(
+        &self,
+        conversation_id: Uuid,
+        message_id: Uuid,
+        message: &NewMessage,
+    ) -> Result<SendOutcome, Error> {
+        let result = sqlx::query_as::<_, MessageRow>(
+            "WITH conv AS (
+                 UPDATE message.conversations c
+                    SET last_seq = c.last_seq + 1, sort_at = now(), updated_at = now()
+                  WHERE c.id = $1
+                    AND EXISTS (SELECT 1 FROM message.members m
+                                 WHERE m.conversation_id = $1 AND m.user_id = $2)
+                    AND NOT EXISTS (SELECT 1 FROM message.messages d
+                                     WHERE d.sender_id = $2 AND d.client_msg_id = $3)
+                 RETURNING c.last_seq
+             ), msg AS (
+                 INSERT INTO message.messages
+                        (conversation_id, seq, id, sender_id, client_msg_id, msg_type, content, file_id, created_at)
+                 SELECT $1, conv.last_seq, $4, $2, $3, $5, $6, $7, now() FROM conv
+                 RETURNING conversation_id, seq, id, sender_id, client_msg_id, msg_type, content, file_id, created_at
+             ), me AS (
+                 UPDATE message.members m
+                    SET read_seq = GREATEST(m.read_seq, msg.seq),
+                        delivered_seq = GREATEST(m.delivered_seq, msg.seq)
+                   FROM msg
+                  WHERE m.conversation_id = $1 AND m.user_id = $2
+             ), ob AS (
+                 INSERT INTO message.outbox (partition, conversation_id, kind, seq, user_id, device_id)
+                 SELECT $8, $1, 1, msg.seq, $2, $9 FROM msg
+             )
+             SELECT * FROM msg",
+        )
+        .bind(conversation_id)
+        .bind(message.sender_id)
+        .bind(&message.client_msg_id)
+        .bind(message_id)
+        .bind(message.msg_type as i16)
+        .bind(&message.content)
+        .bind(message.file_id)
+        .bind(outbox_partition(conversation_id))
+        .bind(&message.device_id)
+        .fetch_optional(&self.pool)
+        .await;
+        match result {
+            Ok(Some(row)) => {
+                self.signal.raise();
+                Ok(SendOutcome::Stored(row))
+            }
+            // Either a duplicate (seen before the statement started) or no membership.
+            Ok(None) => match self
+                .message_by_client_id(message.sender_id, &message.client_msg_id)
+                .await?
+            {
+                Some(first) => Ok(SendOutcome::Duplicate(first)),
+                None => Err(self.refusal(conversation_id).await?),
+            },
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(UNIQUE_VIOLATION) => {
+                self.message_by_client_id(message.sender_id, &message.client_msg_id)
+                    .await?
+                    .map(SendOutcome::Duplicate)
+                    .ok_or_else(|| Error::internal("duplicate send without a first message"))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Why a send to an existing conversation found no membership: API.md answers
+    /// 403 to a sender outside an existing conversation, 404 when there is none.
+    pub async fn refusal(&self, conversation_id: Uuid) -> Result<Error, Error> {
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM message.conversations WHERE id = $1)")
+                .bind(conversation_id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(if exists {
+            Error::PermissionDenied("you are not a member of this conversation".to_owned())
+        } else {
+            conversation_not_found()
+        })
+    }
+
+    /// Stores many sends in one statement and one commit (group commit): the sends
+    /// that are new and come from members take consecutive seqs per conversation in
+    /// input order; conversation rows are locked in id order so concurrent batches
+    /// cannot deadlock. Returns `(input index, message)` for every send stored now;
+    /// the others are duplicates or refusals, which the caller resolves one by one.
+    /// Any error (a concurrent duplicate hitting the unique index, say) rolls the
+    /// whole statement back and the caller falls back to [`Store::send`].
+    pub async fn send_batch(
+        &self,
+        sends: &[(Uuid, Uuid, &NewMessage)],
+    ) -> Result<Vec<(usize, MessageRow)>, sqlx::Error> {
+        let mut conversation_ids = Vec::with_capacity(sends.len());
+        let mut sender_ids = Vec::with_capacity(sends.len());
+        let mut client_ids = Vec::with_capacity(sends.len());
+        let mut message_ids = Vec::with_capacity(sends.len());
+        let mut types = Vec::with_capacity(sends.len());
+        let mut contents = Vec::with_capacity(sends.len());
+        let mut files: Vec<Option<Uuid>> = Vec::with_capacity(sends.len());
+        let mut partitions = Vec::with_capacity(sends.len());
+        let mut devices = Vec::with_capacity(sends.len());
+        for (conversation_id, message_id, message) in sends {
+            conversation_ids.push(*conversation_id);
+            sender_ids.push(message.sender_id);
+            client_ids.push(message.client_msg_id.clone());
+            message_ids.push(*message_id);
+            types.push(message.msg_type as i16);
+            contents.push(message.content.clone());
+            files.push(message.file_id);
+            partitions.push(outbox_partition(*conversation_id));
+            devices.push(message.device_id.clone());
+        }
+        let rows: Vec<(i64, MessageRow)> = sqlx::query_as::<_, BatchRow>(
+            "WITH input AS (
+                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::int2[],
+                                      $6::text[], $7::uuid[], $8::int2[], $9::text[])
+                     WITH ORDINALITY AS t(conversation_id, sender_id, client_msg_id, id, msg_type,
+                                          content, file_id, partition, device_id, n)
+             ), fresh AS (
+                 SELECT DISTINCT ON (i.sender_id, i.client_msg_id) i.*
+                   FROM input i
+                  WHERE EXISTS (SELECT 1 FROM message.members m
+                                 WHERE m.conversation_id = i.conversation_id AND m.user_id = i.sender_id)
+                    AND NOT EXISTS (SELECT 1 FROM message.messages d
+                                     WHERE d.sender_id = i.sender_id AND d.client_msg_id = i.client_msg_id)
+                  ORDER BY i.sender_id, i.client_msg_id, i.n
+             ), counts AS (
+                 SELECT conversation_id, count(*)::bigint AS k FROM fresh GROUP BY conversation_id
+             ), locked AS (
+                 SELECT c.id FROM message.conversations c
+                  WHERE c.id IN (SELECT conversation_id FROM counts)
+                  ORDER BY c.id
+                    FOR UPDATE
+             ), conv AS (
+                 UPDATE message.conversations c
+                    SET last_seq = c.last_seq + counts.k, sort_at = now(), updated_at = now()
+                   FROM counts, locked
+                  WHERE c.id = counts.conversation_id AND locked.id = c.id
+                 RETURNING c.id, c.last_seq - counts.k AS base
+             ), numbered AS (
+                 SELECT f.*, conv.base + row_number() OVER (PARTITION BY f.conversation_id ORDER BY f.n) AS seq
+                   FROM fresh f JOIN conv ON conv.id = f.conversation_id
+             ), msg AS (
+                 INSERT INTO message.messages
+                        (conversation_id, seq, id, sender_id, client_msg_id, msg_type, content, file_id, created_at)
+                 SELECT conversation_id, seq, id, sender_id, client_msg_id, msg_type, content, file_id, now()
+                   FROM numbered
+                 RETURNING conversation_id, seq, id, sender_id, client_msg_id, msg_type, content, file_id, created_at
+             ), me AS (
+                 UPDATE message.members m
+                    SET read_seq = GREATEST(m.read_seq, x.seq),
+                        delivered_seq = GREATEST(m.delivered_seq, x.seq)
+                   FROM (SELECT conversation_id, sender_id, max(seq) AS seq
+                           FROM numbered GROUP BY conversation_id, sender_id) x
+                  WHERE m.conversation_id = x.conversation_id AND m.user_id = x.sender_id
+             ), ob AS (
+                 INSERT INTO message.outbox (partition, conversation_id, kind, seq, user_id, device_id)
+                 SELECT partition, conversation_id, 1, seq, sender_id, device_id
+                   FROM numbered ORDER BY conversation_id, seq
+             )
+             SELECT numbered.n, msg.conversation_id, msg.seq, msg.id, msg.sender_id, msg.client_msg_id,
+                    msg.msg_type, msg.content, msg.file_id, msg.created_at
+               FROM msg JOIN numbered ON numbered.id = msg.id",
+        )
+        .bind(conversation_ids)
+        .bind(sender_ids)
+        .bind(client_ids)
+        .bind(message_ids)
+        .bind(types)
+        .bind(contents)
+        .bind(files)
+        .bind(partitions)
+        .bind(devices)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| (r.n, r.message))
+        .collect();
+        if !rows.is_empty() {
+            self.signal.raise();
+        }
+        Ok(rows
+            .into_iter()
+            .filter_map(|(n, m)| usize::try_from(n - 1).ok().map(|i| (i, m)))
+            .collect())
+    }
+
+    /// The message a sender stored under `client_msg_id`, if any.
+    pub async fn message_by_client_id(
+        &self,
+        sender_id: Uuid,
+        client_msg_id: &str,
+    ) -> Result<Option<MessageRow>, Error> {
+        Ok(sqlx::query_as::<_, MessageRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {MESSAGE_COLUMNS} FROM message.messages
+              WHERE sender_id = $1 AND client_msg_id = $2"
+        )))
+        .bind(sender_id)
+        .bind(client_msg_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Creates a group with `members` (the owner first) and announces it.
+    pub async fn create_group(
+        &self,
+        id: Uuid,
+        owner: Uuid,
+        name: &str,
+        members: &[Uuid],
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "WITH conv AS (
+                 INSERT INTO message.conversations (id, kind, name, owner_id, member_count)
+                 VALUES ($1, 2, $2, $3, cardinality($4::uuid[]))
+                 RETURNING id
+             ), mem AS (
+                 INSERT INTO message.members (conversation_id, user_id, join_seq, delivered_seq, read_seq)
+                 SELECT conv.id, t.u, 0, 0, 0
+                   FROM conv, unnest($4::uuid[]) WITH ORDINALITY AS t(u, n)
+                  ORDER BY t.n
+             ), ob AS (
+                 INSERT INTO message.outbox (partition, conversation_id, kind)
+                 SELECT $5, conv.id, 3 FROM conv
+             )
+             SELECT 1 FROM conv",
+        )
+        .bind(id)
+        .bind(name)
+        .bind(owner)
+        .bind(members)
+        .bind(outbox_partition(id))
+        .execute(&self.pool)
+        .await?;
+        self.signal.raise();
+        Ok(())
+    }
+
+    /// Renames a group or changes its avatar (any member) and announces it. `None`
+    /// fields stay as they are.
+    pub async fn update_group(
+        &self,
+        user: Uuid,
+        conversation_id: Uuid,
+        name: Option<&str>,
+        avatar: Option<&str>,
+    ) -> Result<(), Error> {
+        let updated: Option<Uuid> = sqlx::query_scalar(
+            "WITH upd AS (
+                 UPDATE message.conversations c
+                    SET name = COALESCE($3, c.name), avatar = COALESCE($4, c.avatar),
+                        updated_at = now()
+                  WHERE c.id = $1 AND c.kind = 2
+                    AND EXISTS (SELECT 1 FROM message.members m
+                                 WHERE m.conversation_id = $1 AND m.user_id = $2)
+                 RETURNING c.id
+             ), ob AS (
+                 INSERT INTO message.outbox (partition, conversation_id, kind)
+                 SELECT $5, upd.id, 3 FROM upd
+             )
+             SELECT id FROM upd",
+        )
+        .bind(conversation_id)
+        .bind(user)
+        .bind(name)
+        .bind(avatar)
+        .bind(outbox_partition(conversation_id))
+        .fetch_optional(&self.pool)
+        .await?;
+        if updated.is_some() {
+            self.signal.raise();
+            return Ok(());
+        }
+        match self.membership(user, conversation_id).await? {
+            Some(_) => Err(not_a_group()),
+            None => Err(conversation_not_found()),
+        }
+    }
+
+    /// Adds members to a group (any member may). New members start at the current
+    /// last_seq: they see and count only later messages. Returns how many were new.
+    pub async fn add_members(
+        &self,
+        user: Uuid,
+        conversation_id: Uuid,
+        new_members: &[Uuid],
+    ) -> Result<usize, Error> {
+        let mut tx = self.pool.begin().await?;
+        let locked: Option<(i16, i64, i32)> = sqlx::query_as(
+            "SELECT c.kind, c.last_seq, c.member_count FROM message.conversations c
+              WHERE c.id = $1
+                AND EXISTS (SELECT 1 FROM message.members m
+                             WHERE m.conversation_id = $1 AND m.user_id = $2)
+                FOR UPDATE",
+        )
+        .bind(conversation_id)
+        .bind(user)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((kind, last_seq, member_count)) = locked else {
+            return Err(conversation_not_found());
+        };
+        if kind != KIND_GROUP {
+            return Err(not_a_group());
+        }
+        let added: Vec<Uuid> = sqlx::query_scalar(
+            "INSERT INTO message.members (conversation_id, user_id, join_seq, delivered_seq, read_seq)
+             SELECT $1, t.u, $3, $3, $3 FROM unnest($2::uuid[]) WITH ORDINALITY AS t(u, n)
+              ORDER BY t.n
+             ON CONFLICT (conversation_id, user_id) DO NOTHING
+             RETURNING user_id",
+        )
+        .bind(conversation_id)
+        .bind(new_members)
+        .bind(last_seq)
+        .fetch_all(&mut *tx)
+        .await?;
+        if added.is_empty() {
+            return Ok(0);
+        }
+        let total = usize::try_from(member_count).unwrap_or(0) + added.len();
+        if total > MAX_GROUP_MEMBERS {
+            // Dropping the transaction rolls the inserts back.
+            return Err(Error::invalid(
+                "user_ids",
+                format!("a group has at most {MAX_GROUP_MEMBERS} members"),
+            ));
+        }
+        sqlx::query(
+            "UPDATE message.conversations
+                SET member_count = member_count + $2, updated_at = now()
+              WHERE id = $1",
+        )
+        .bind(conversation_id)
+        .bind(i32::try_from(added.len()).unwrap_or(i32::MAX))
+        .execute(&mut *tx)
+        .await?;
+        self.announce(&mut tx, conversation_id, None).await?;
+        tx.commit().await?;
+        self.signal.raise();
+        Ok(added.len())
+    }
+
+    /// Removes `member` from a group. `permit` decides from (owner) whether the actor
+    /// may; when the owner leaves, the longest-standing remaining member becomes owner.
+    /// The removed member is told through the announcement's extra recipients.
+    pub async fn remove_member(
+        &self,
+        actor: Uuid,
+        conversation_id: Uuid,
+        member: Uuid,
+        permit: impl FnOnce(Option<Uuid>) -> bool,
+    ) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        let locked: Option<(i16, Option<Uuid>)> = sqlx::query_as(
+            "SELECT c.kind, c.owner_id FROM message.conversations c
+              WHERE c.id = $1
+                AND EXISTS (SELECT 1 FROM message.members m
+                             WHERE m.conversation_id = $1 AND m.user_id = $2)
+                FOR UPDATE",
+        )
+        .bind(conversation_id)
+        .bind(actor)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((kind, owner)) = locked else {
+            return Err(conversation_not_found());
+        };
+        if kind != KIND_GROUP {
+            return Err(not_a_group());
+        }
+        if !permit(owner) {
+            return Err(Error::PermissionDenied(
+                "only the owner may remove other members".to_owned(),
+            ));
+        }
+        let removed =
+            sqlx::query("DELETE FROM message.members WHERE conversation_id = $1 AND user_id = $2")
+                .bind(conversation_id)
+                .bind(member)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if removed == 0 {
+            return Err(Error::NotFound("member not found".to_owned()));
+        }
+        sqlx::query(
+            "UPDATE message.conversations c
+                SET member_count = c.member_count - 1, updated_at = now(),
+                    owner_id = CASE WHEN c.owner_id = $2 THEN
+                                   (SELECT m.user_id FROM message.members m
+                                     WHERE m.conversation_id = $1
+                                     ORDER BY m.member_no LIMIT 1)
+                               ELSE c.owner_id END
+              WHERE c.id = $1",
+        )
+        .bind(conversation_id)
+        .bind(member)
+        .execute(&mut *tx)
+        .await?;
+        self.announce(&mut tx, conversation_id, Some(vec![member]))
+            .await?;
+        tx.commit().await?;
+        self.signal.raise();
+        Ok(())
+    }
+
+    /// Queues a conversation_updated announcement in the caller's transaction.
+    async fn announce(
+        &self,
+        conn: &mut PgConnection,
+        conversation_id: Uuid,
+        extra_recipients: Option<Vec<Uuid>>,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO message.outbox (partition, conversation_id, kind, extra_recipients)
+             VALUES ($1, $2, 3, $3)",
+        )
+        .bind(outbox_partition(conversation_id))
+        .bind(conversation_id)
+        .bind(extra_recipients)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// The caller's join seq in a conversation, or `None` when it is not a member.
+    pub async fn membership(
+        &self,
+        user: Uuid,
+        conversation_id: Uuid,
+    ) -> Result<Option<i64>, Error> {
+        Ok(sqlx::query_scalar(
+            "SELECT join_seq FROM message.members WHERE conversation_id = $1 AND user_id = $2",
+        )
+        .bind(conversation_id)
+        .bind(user)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// One conversation as `user` sees it; `None` when it is not a member.
+    pub async fn conversation(
+        &self,
+        user: Uuid,
+        conversation_id: Uuid,
+    ) -> Result<Option<ConversationView>, Error> {
+        let row = sqlx::query_as::<_, MemberConversationRow>(
+            "SELECT c.id, c.kind, c.name, c.avatar, c.owner_id, c.last_seq, c.updated_at, c.sort_at,
+                    m.join_seq, m.read_seq
+               FROM message.members m JOIN message.conversations c ON c.id = m.conversation_id
+              WHERE m.user_id = $1 AND m.conversation_id = $2",
+        )
+        .bind(user)
+        .bind(conversation_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(self.complete(vec![row]).await?.pop())
+    }
+
+    /// A page of `user`'s conversations, newest activity first, after `cursor`.
+    pub async fn conversations(
+        &self,
+        user: Uuid,
+        cursor: Option<ListCursor>,
+        limit: u32,
+    ) -> Result<Vec<ConversationView>, Error> {
+        let (after_time, after_id) = match cursor {
+            Some(c) => (
+                Some(
+                    DateTime::<Utc>::from_timestamp_micros(c.sort_at_micros)
+                        .ok_or_else(|| Error::invalid("cursor", "cursor is not valid"))?,
+                ),
+                Some(c.id),
+            ),
+            None => (None, None),
+        };
+        let rows = sqlx::query_as::<_, MemberConversationRow>(
+            "SELECT c.id, c.kind, c.name, c.avatar, c.owner_id, c.last_seq, c.updated_at, c.sort_at,
+                    m.join_seq, m.read_seq
+               FROM message.members m JOIN message.conversations c ON c.id = m.conversation_id
+              WHERE m.user_id = $1
+                AND ($2::timestamptz IS NULL OR (c.sort_at, c.id) < ($2, $3))
+              ORDER BY c.sort_at DESC, c.id DESC
+              LIMIT $4",
+        )
+        .bind(user)
+        .bind(after_time)
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        self.complete(rows).await
+    }
+
+    /// Adds member lists and visible last messages to conversation rows (two queries
+    /// for any number of rows).
+    async fn complete(
+        &self,
+        rows: Vec<MemberConversationRow>,
+    ) -> Result<Vec<ConversationView>, Error> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.conversation.id).collect();
+        let members: Vec<(Uuid, Uuid)> = sqlx::query_as(
+            "SELECT conversation_id, user_id FROM message.members
+              WHERE conversation_id = ANY($1) ORDER BY conversation_id, member_no",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut members_of: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+        for (conversation, user) in members {
+            members_of.entry(conversation).or_default().push(user);
+        }
+        let (last_ids, last_seqs): (Vec<Uuid>, Vec<i64>) = rows
+            .iter()
+            .filter(|r| r.conversation.last_seq > r.join_seq)
+            .map(|r| (r.conversation.id, r.conversation.last_seq))
+            .unzip();
+        let mut last_of: HashMap<Uuid, MessageRow> = HashMap::new();
+        if !last_ids.is_empty() {
+            let last = self.messages_at(&last_ids, &last_seqs).await?;
+            last_of.extend(last.into_iter().map(|m| (m.conversation_id, m)));
+        }
+        Ok(rows
+            .into_iter()
+            .map(|row| ConversationView {
+                member_ids: members_of.remove(&row.conversation.id).unwrap_or_default(),
+                last_message: last_of.remove(&row.conversation.id),
+                row,
+            })
+            .collect())
+    }
+
+    /// Messages by (conversation, seq) pairs.
+    async fn messages_at(&self, ids: &[Uuid], seqs: &[i64]) -> Result<Vec<MessageRow>, Error> {
+        Ok(messages_at(&self.pool, ids, seqs).await?)
+    }
+
+    /// Messages of one conversation within `window`, ascending by seq.
+    pub async fn history(
+        &self,
+        conversation_id: Uuid,
+        window: HistoryWindow,
+    ) -> Result<Vec<MessageRow>, Error> {
+        let order = if window.newest_first { "DESC" } else { "ASC" };
+        let mut rows = sqlx::query_as::<_, MessageRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {MESSAGE_COLUMNS} FROM message.messages
+              WHERE conversation_id = $1 AND seq > $2 AND seq < $3
+              ORDER BY seq {order} LIMIT $4"
+        )))
+        .bind(conversation_id)
+        .bind(window.after)
+        .bind(window.before)
+        .bind(window.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        if window.newest_first {
+            rows.reverse();
+        }
+        Ok(rows)
+    }
+
+    /// Every conversation of `user` with its progress, most recently active first.
+    pub async fn sync_memberships(&self, user: Uuid) -> Result<Vec<SyncMembership>, Error> {
+        let rows: Vec<(Uuid, i64, i64, i64)> = sqlx::query_as(
+            "SELECT m.conversation_id, m.join_seq, m.read_seq, c.last_seq
+               FROM message.members m JOIN message.conversations c ON c.id = m.conversation_id
+              WHERE m.user_id = $1
+              ORDER BY c.sort_at DESC, c.id DESC",
+        )
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(conversation_id, join, read, last)| SyncMembership {
+                conversation_id,
+                join_seq: to_u64(join),
+                read_seq: to_u64(read),
+                last_seq: to_u64(last),
+            })
+            .collect())
+    }
+
+    /// The messages of sync windows, window by window, ascending by seq in each (one
+    /// query for all windows).
+    pub async fn sync_messages(&self, windows: &[SyncWindow]) -> Result<Vec<MessageRow>, Error> {
+        if windows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = windows.iter().map(|w| w.conversation_id).collect();
+        let after: Vec<i64> = windows
+            .iter()
+            .map(|w| crate::conversation::to_i64(w.after))
+            .collect();
+        let take: Vec<i64> = windows
+            .iter()
+            .map(|w| crate::conversation::to_i64(w.take))
+            .collect();
+        Ok(sqlx::query_as::<_, MessageRow>(
+            "SELECT m.conversation_id, m.seq, m.id, m.sender_id, m.client_msg_id, m.msg_type,
+                    m.content, m.file_id, m.created_at
+               FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) WITH ORDINALITY AS w(cid, after, take, n)
+              CROSS JOIN LATERAL (
+                    SELECT * FROM message.messages x
+                     WHERE x.conversation_id = w.cid AND x.seq > w.after AND x.seq <= w.after + w.take
+                     ORDER BY x.seq
+              ) m
+              ORDER BY w.n, m.seq",
+        )
+        .bind(&ids)
+        .bind(&after)
+        .bind(&take)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Moves the caller's delivered or read seq up to `seq` (never down, never above
+    /// last_seq; reading implies delivery) and queues a receipt when it moved. Returns
+    /// the receipt, or `None` when the caller is not a member.
+    pub async fn mark(
+        &self,
+        user: Uuid,
+        conversation_id: Uuid,
+        seq: i64,
+        mark: Mark,
+    ) -> Result<Option<ReceiptRow>, Error> {
+        let statement = match mark {
+            Mark::Read => {
+                "WITH upd AS (
+                     UPDATE message.members m
+                        SET read_seq = LEAST($3, c.last_seq),
+                            delivered_seq = GREATEST(m.delivered_seq, LEAST($3, c.last_seq))
+                       FROM message.conversations c
+                      WHERE m.conversation_id = $1 AND m.user_id = $2 AND c.id = m.conversation_id
+                        AND LEAST($3, c.last_seq) > m.read_seq
+                     RETURNING m.conversation_id, m.user_id, m.delivered_seq, m.read_seq
+                 ), ob AS (
+                     INSERT INTO message.outbox (partition, conversation_id, kind, user_id)
+                     SELECT $4, upd.conversation_id, 2, upd.user_id FROM upd
+                 )
+                 SELECT * FROM upd"
+            }
+            Mark::Delivered => {
+                "WITH upd AS (
+                     UPDATE message.members m
+                        SET delivered_seq = LEAST($3, c.last_seq)
+                       FROM message.conversations c
+                      WHERE m.conversation_id = $1 AND m.user_id = $2 AND c.id = m.conversation_id
+                        AND LEAST($3, c.last_seq) > m.delivered_seq
+                     RETURNING m.conversation_id, m.user_id, m.delivered_seq, m.read_seq
+                 ), ob AS (
+                     INSERT INTO message.outbox (partition, conversation_id, kind, user_id)
+                     SELECT $4, upd.conversation_id, 2, upd.user_id FROM upd
+                 )
+                 SELECT * FROM upd"
+            }
+        };
+        let moved = sqlx::query_as::<_, ReceiptRow>(statement)
+            .bind(conversation_id)
+            .bind(user)
+            .bind(seq)
+            .bind(outbox_partition(conversation_id))
+            .fetch_optional(&self.pool)
+            .await?;
+        if moved.is_some() {
+            self.signal.raise();
+            return Ok(moved);
+        }
+        Ok(sqlx::query_as::<_, ReceiptRow>(
+            "SELECT conversation_id, user_id, delivered_seq, read_seq FROM message.members
+              WHERE conversation_id = $1 AND user_id = $2",
+        )
+        .bind(conversation_id)
+        .bind(user)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Every member's receipt, or `None` when `user` is not a member.
+    pub async fn receipts(
+        &self,
+        user: Uuid,
+        conversation_id: Uuid,
+    ) -> Result<Option<Vec<ReceiptRow>>, Error> {
+        let rows = sqlx::query_as::<_, ReceiptRow>(
+            "SELECT conversation_id, user_id, delivered_seq, read_seq FROM message.members
+              WHERE conversation_id = $1 ORDER BY member_no",
+        )
+        .bind(conversation_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().any(|r| r.user_id == user).then_some(rows))
+    }
+
+    /// Every member of a conversation, or `None` when `user` is not one of them.
+    pub async fn members(
+        &self,
+        user: Uuid,
+        conversation_id: Uuid,
+    ) -> Result<Option<Vec<Uuid>>, Error> {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT user_id FROM message.members WHERE conversation_id = $1 ORDER BY member_no",
+        )
+        .bind(conversation_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.contains(&user).then_some(ids))
+    }
+
+    /// The candidates that share at least one conversation with `user`.
+    pub async fn conversation_peers(
+        &self,
+        user: Uuid,
+        candidates: &[Uuid],
+    ) -> Result<Vec<Uuid>, Error> {
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT o.user_id
+               FROM message.members o
+               JOIN message.members me ON me.conversation_id = o.conversation_id AND me.user_id = $1
+              WHERE o.user_id = ANY($2) AND o.user_id <> $1",
+        )
+        .bind(user)
+        .bind(candidates)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
+/// Messages by (conversation, seq) pairs, on any executor (the relay uses its own
+/// connection).
+pub async fn messages_at<'e, E: sqlx::PgExecutor<'e>>(
+    executor: E,
+    ids: &[Uuid],
+    seqs: &[i64],
+) -> Result<Vec<MessageRow>, sqlx::Error> {
+    sqlx::query_as::<_, MessageRow>(
+        "SELECT m.conversation_id, m.seq, m.id, m.sender_id, m.client_msg_id, m.msg_type,
+                m.content, m.file_id, m.created_at
+           FROM unnest($1::uuid[], $2::bigint[]) AS k(cid, seq)
+           JOIN message.messages m ON m.conversation_id = k.cid AND m.seq = k.seq",
+    )
+    .bind(ids)
+    .bind(seqs)
+    .fetch_all(executor)
+    .await
+}
+
+/// The outbox relay's statements. They all run on the relay's own connection, the one
+/// holding its partition locks: if that connection dies, its work fails with it instead
+/// of continuing on partitions another relay may already have taken.
+pub mod relay {
+    use super::*;
+
+    /// First key of the outbox partition advisory locks ("MSGR").
+    pub const PARTITION_LOCK_KEY: i32 = 0x4D53_4752;
+    /// First key of the shared lock every running relay holds ("MSGI"), so relays can
+    /// count each other and share partitions fairly.
+    pub const RELAY_LOCK_KEY: i32 = 0x4D53_4749;
+
+    /// An outbox row.
+    #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+    pub struct OutboxRow {
+        pub id: i64,
+        pub partition: i16,
+        pub conversation_id: Uuid,
+        pub kind: i16,
+        pub seq: Option<i64>,
+        pub user_id: Option<Uuid>,
+        pub device_id: Option<String>,
+        pub extra_recipients: Option<Vec<Uuid>>,
+        pub attempts: i32,
+    }
+
+    /// Announces this relay (a shared lock held for the connection's life).
+    pub async fn join(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT pg_advisory_lock_shared($1, 0)")
+            .bind(RELAY_LOCK_KEY)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// How many relays are running against this database (this one included).
+    pub async fn live_relays(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT count(DISTINCT pid) FROM pg_locks
+              WHERE locktype = 'advisory' AND granted
+                AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                AND classid = $1::bigint::oid AND objid = 0 AND objsubid = 2",
+        )
+        .bind(i64::from(RELAY_LOCK_KEY))
+        .fetch_one(conn)
+        .await
+    }
+
+    /// Tries to take one partition; true when this connection now holds it.
+    pub async fn try_lock_partition(
+        conn: &mut PgConnection,
+        partition: i16,
+    ) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+            .bind(PARTITION_LOCK_KEY)
+            .bind(i32::from(partition))
+            .fetch_one(conn)
+            .await
+    }
+
+    /// Gives a partition back.
+    pub async fn unlock_partition(
+        conn: &mut PgConnection,
+        partition: i16,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT pg_advisory_unlock($1, $2)")
+            .bind(PARTITION_LOCK_KEY)
+            .bind(i32::from(partition))
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Up to `limit` publishable rows of `partitions`, oldest first. A row waiting out
+    /// a retry delay holds back the later rows of its conversation, so a conversation
+    /// is always published in seq order.
+    pub async fn fetch(
+        conn: &mut PgConnection,
+        partitions: &[i16],
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>, sqlx::Error> {
+        sqlx::query_as::<_, OutboxRow>(
+            "WITH held AS (
+                 SELECT conversation_id, min(id) AS first_held FROM message.outbox
+                  WHERE attempts > 0 AND available_at > now() AND partition = ANY($1)
+                  GROUP BY conversation_id
+             )
+             SELECT o.id, o.partition, o.conversation_id, o.kind, o.seq, o.user_id,
+                    o.device_id, o.extra_recipients, o.attempts
+               FROM message.outbox o
+              WHERE o.partition = ANY($1)
+                AND (o.attempts = 0 OR o.available_at <= now())
+                AND NOT EXISTS (SELECT 1 FROM held h
+                                 WHERE h.conversation_id = o.conversation_id
+                                   AND h.first_held < o.id)
+              ORDER BY o.id
+              LIMIT $2",
+        )
+        .bind(partitions.to_vec())
+        .bind(limit)
+        .fetch_all(conn)
+        .await
+    }
+
+    /// Members of `conversations`, in member order.
+    pub async fn members_of(
+        conn: &mut PgConnection,
+        conversations: &[Uuid],
+    ) -> Result<Vec<MemberRow>, sqlx::Error> {
+        sqlx::query_as::<_, MemberRow>(
+            "SELECT conversation_id, user_id, join_seq, delivered_seq, read_seq
+               FROM message.members WHERE conversation_id = ANY($1)
+              ORDER BY conversation_id, member_no",
+        )
+        .bind(conversations)
+        .fetch_all(conn)
+        .await
+    }
+
+    /// Conversation rows by id.
+    pub async fn conversations(
+        conn: &mut PgConnection,
+        ids: &[Uuid],
+    ) -> Result<Vec<ConversationRow>, sqlx::Error> {
+        sqlx::query_as::<_, ConversationRow>(
+            "SELECT id, kind, name, avatar, owner_id, last_seq, updated_at, sort_at
+               FROM message.conversations WHERE id = ANY($1)",
+        )
+        .bind(ids)
+        .fetch_all(conn)
+        .await
+    }
+
+    /// Deletes published rows.
+    pub async fn delete(conn: &mut PgConnection, ids: &[i64]) -> Result<(), sqlx::Error> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("DELETE FROM message.outbox WHERE id = ANY($1)")
+            .bind(ids)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Counts a failed attempt and delays the next one exponentially
+    /// (`base_ms * 2^attempts`, at most `max_ms`).
+    pub async fn hold(
+        conn: &mut PgConnection,
+        ids: &[i64],
+        error: &str,
+        base_ms: f64,
+        max_ms: f64,
+    ) -> Result<(), sqlx::Error> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE message.outbox
+                SET attempts = attempts + 1, last_error = $2,
+                    available_at = now() + LEAST($3 * power(2, attempts), $4) * interval '1 millisecond'
+              WHERE id = ANY($1)",
+        )
+        .bind(ids)
+        .bind(error)
+        .bind(base_ms)
+        .bind(max_ms)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Moves rows that keep failing to the dead-letter table.
+    pub async fn bury(
+        conn: &mut PgConnection,
+        ids: &[i64],
+        error: &str,
+    ) -> Result<(), sqlx::Error> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "WITH gone AS (DELETE FROM message.outbox WHERE id = ANY($1) RETURNING *)
+             INSERT INTO message.outbox_dead
+                    (id, partition, conversation_id, kind, seq, user_id, device_id,
+                     extra_recipients, attempts, last_error, created_at)
+             SELECT id, partition, conversation_id, kind, seq, user_id, device_id,
+                    extra_recipients, attempts + 1, $2, created_at
+               FROM gone",
+        )
+        .bind(ids)
+        .bind(error)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,58 @@
+//! The presence service's settings.
+
+use std::time::Duration;
+
+use beehive_common::Settings;
+
+/// How presence behaves. Derived from [`Settings`]; tests shorten the TTL to watch
+/// registrations expire within seconds.
+#[derive(Clone, Debug)]
+pub struct PresenceConfig {
+    /// How long a connection counts as online after its last registration or
+    /// heartbeat. A gateway that dies stops counting its users online this long after
+    /// its last heartbeat. Gateways heartbeat well within it (a third is a good
+    /// cadence; HeartbeatResponse tells them the TTL).
+    pub ttl: Duration,
+    /// How often expired connections are swept (their users announced offline and
+    /// their last-seen time recorded).
+    pub sweep_interval: Duration,
+    /// How many presence transitions may wait for announcement before new ones are
+    /// dropped (announcements are best effort; the state in Redis is exact).
+    pub event_queue: usize,
+}
+
+impl PresenceConfig {
+    /// Default TTL of a registration.
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
+
+    /// The configuration for `settings`.
+    pub fn from_settings(_settings: &Settings) -> Self {
+        Self::with_ttl(Self::DEFAULT_TTL)
+    }
+
+    /// A configuration with registration TTL `ttl` and a sweep cadence that keeps the
+    /// announcement of an expired connection within a fraction of it.
+    pub fn with_ttl(ttl: Duration) -> Self {
+        let ttl = ttl.max(Duration::from_millis(200));
+        Self {
+            ttl,
+            sweep_interval: (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(1)),
+            event_queue: 100_000,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweeps_are_frequent_relative_to_the_ttl() {
+        let config = PresenceConfig::with_ttl(Duration::from_secs(30));
+        assert_eq!(config.sweep_interval, Duration::from_secs(1));
+        let short = PresenceConfig::with_ttl(Duration::from_secs(1));
+        assert_eq!(short.sweep_interval, Duration::from_millis(250));
+        let silly = PresenceConfig::with_ttl(Duration::ZERO);
+        assert_eq!(silly.ttl, Duration::from_millis(200));
+    }
+}
