@@ -1,0 +1,329 @@
+//! API.md's JSON objects shared by several resources, their OpenAPI schemas, and the
+//! conversions from the gRPC types.
+
+use beehive_common::Error;
+use beehive_proto::v1 as pb;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// RFC 3339 in UTC with microseconds (PostgreSQL's precision), as WebSocket frames
+/// render it too; `None` when the timestamp is missing or out of range.
+pub fn timestamp(ts: Option<&prost_types::Timestamp>) -> Option<String> {
+    let ts = ts?;
+    let nanos = u32::try_from(ts.nanos).ok()?;
+    chrono::DateTime::from_timestamp(ts.seconds, nanos)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+}
+
+/// API.md's `user`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    pub nickname: String,
+    pub avatar: String,
+    pub description: String,
+    /// Only present on the caller's own user (null when it has none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable)]
+    pub email: Option<Option<String>>,
+    /// RFC 3339, UTC.
+    pub created_at: Option<String>,
+}
+
+impl User {
+    /// Renders a user for `viewer_id`: the `email` key appears only on one's own user.
+    pub fn from_pb(user: pb::User, viewer_id: &str) -> Self {
+        let own = user.id == viewer_id;
+        Self {
+            created_at: timestamp(user.created_at.as_ref()),
+            email: own.then_some(user.email),
+            id: user.id,
+            username: user.username,
+            nickname: user.nickname,
+            avatar: user.avatar,
+            description: user.description,
+        }
+    }
+
+    /// The user of a response that must carry one.
+    pub fn required(user: Option<pb::User>, viewer_id: &str) -> Result<Self, Error> {
+        user.map(|u| Self::from_pb(u, viewer_id))
+            .ok_or_else(|| Error::internal("service answered without a user"))
+    }
+}
+
+/// `{user}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserResponse {
+    pub user: User,
+}
+
+/// `{users: [...]}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsersResponse {
+    pub users: Vec<User>,
+    /// Present on searches: cursor of the next page, null at the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable)]
+    pub next_cursor: Option<Option<String>>,
+}
+
+/// API.md's `message`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Message {
+    pub id: String,
+    pub conversation_id: String,
+    /// Position in the conversation: starts at 1, no gaps.
+    pub seq: u64,
+    pub sender_id: String,
+    pub client_msg_id: String,
+    /// `text`, `image`, `voice` or `file`.
+    pub msg_type: &'static str,
+    pub content: String,
+    pub file_id: Option<String>,
+    pub created_at: Option<String>,
+}
+
+/// `text|image|voice|file` of a message type.
+pub fn msg_type_name(value: i32) -> &'static str {
+    match pb::MessageType::try_from(value) {
+        Ok(pb::MessageType::Image) => "image",
+        Ok(pb::MessageType::Voice) => "voice",
+        Ok(pb::MessageType::File) => "file",
+        // Unspecified never leaves the message service; text is the safe reading.
+        _ => "text",
+    }
+}
+
+/// Parses API.md's message type names.
+pub fn parse_msg_type(name: &str) -> Option<pb::MessageType> {
+    match name {
+        "text" => Some(pb::MessageType::Text),
+        "image" => Some(pb::MessageType::Image),
+        "voice" => Some(pb::MessageType::Voice),
+        "file" => Some(pb::MessageType::File),
+        _ => None,
+    }
+}
+
+impl From<pb::Message> for Message {
+    fn from(m: pb::Message) -> Self {
+        Self {
+            created_at: timestamp(m.created_at.as_ref()),
+            msg_type: msg_type_name(m.msg_type),
+            id: m.id,
+            conversation_id: m.conversation_id,
+            seq: m.seq,
+            sender_id: m.sender_id,
+            client_msg_id: m.client_msg_id,
+            content: m.content,
+            file_id: m.file_id,
+        }
+    }
+}
+
+/// API.md's `conversation`, as the caller sees it (read state is the caller's).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Conversation {
+    pub id: String,
+    /// `direct` or `group`.
+    pub kind: &'static str,
+    pub name: String,
+    pub avatar: String,
+    /// Groups only.
+    pub owner_id: Option<String>,
+    pub member_ids: Vec<String>,
+    pub last_seq: u64,
+    pub last_message: Option<Message>,
+    /// `last_seq - read_seq` for the caller.
+    pub unread_count: u64,
+    pub read_seq: u64,
+    pub updated_at: Option<String>,
+}
+
+impl From<pb::Conversation> for Conversation {
+    fn from(c: pb::Conversation) -> Self {
+        Self {
+            kind: match pb::ConversationKind::try_from(c.kind) {
+                Ok(pb::ConversationKind::Group) => "group",
+                _ => "direct",
+            },
+            updated_at: timestamp(c.updated_at.as_ref()),
+            id: c.id,
+            name: c.name,
+            avatar: c.avatar,
+            owner_id: c.owner_id,
+            member_ids: c.member_ids,
+            last_seq: c.last_seq,
+            last_message: c.last_message.map(Message::from),
+            unread_count: c.unread_count,
+            read_seq: c.read_seq,
+        }
+    }
+}
+
+impl Conversation {
+    /// The conversation of a response that must carry one.
+    pub fn required(conversation: Option<pb::Conversation>) -> Result<Self, Error> {
+        conversation
+            .map(Self::from)
+            .ok_or_else(|| Error::internal("message service answered without a conversation"))
+    }
+}
+
+/// `{conversation}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConversationResponse {
+    pub conversation: Conversation,
+}
+
+/// API.md's friend `request`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FriendRequest {
+    pub id: String,
+    pub from_user_id: String,
+    pub to_user_id: String,
+    pub message: String,
+    /// `pending`, `accepted`, `rejected` or `expired`.
+    pub status: &'static str,
+    pub created_at: Option<String>,
+}
+
+impl From<pb::FriendRequest> for FriendRequest {
+    fn from(r: pb::FriendRequest) -> Self {
+        Self {
+            status: match pb::FriendRequestStatus::try_from(r.status) {
+                Ok(pb::FriendRequestStatus::Accepted) => "accepted",
+                Ok(pb::FriendRequestStatus::Rejected) => "rejected",
+                Ok(pb::FriendRequestStatus::Expired) => "expired",
+                _ => "pending",
+            },
+            created_at: timestamp(r.created_at.as_ref()),
+            id: r.id,
+            from_user_id: r.from_user_id,
+            to_user_id: r.to_user_id,
+            message: r.message,
+        }
+    }
+}
+
+/// API.md's error body, for the OpenAPI document (the real one is
+/// `beehive_common::error::ErrorBody`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorResponse {
+    pub error: ErrorDetail,
+}
+
+/// The inner object of [`ErrorResponse`].
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// invalid_argument, unauthenticated, permission_denied, not_found,
+    /// already_exists, payload_too_large, rate_limited, unavailable, internal.
+    pub code: String,
+    pub message: String,
+}
+
+/// An empty cursor (the services' "no more") becomes `null`.
+pub fn cursor(next: Option<pb::PageResponse>) -> Option<String> {
+    next.map(|p| p.next_cursor).filter(|c| !c.is_empty())
+}
+
+/// Paging of API.md: `limit` (default 50, max 200; larger values are clamped, as the
+/// services do).
+pub fn page(limit: Option<u32>, cursor: Option<String>) -> Result<pb::PageRequest, Error> {
+    let limit = limit.unwrap_or(50).min(200);
+    if limit == 0 {
+        return Err(Error::invalid("limit", "limit must be at least 1"));
+    }
+    let cursor = cursor.unwrap_or_default();
+    if cursor.len() > 512 {
+        return Err(Error::invalid("cursor", "cursor is too long"));
+    }
+    Ok(pb::PageRequest { limit, cursor })
+}
+
+/// Rejects ids that cannot be ids before they cost an RPC: a UUID string, at most
+/// 64 bytes (API.md: ids are opaque, but ours are UUIDs).
+pub fn check_id(field: &str, id: &str) -> Result<(), Error> {
+    if id.is_empty() || id.len() > 64 {
+        return Err(Error::invalid(field, format!("{field} is not a valid id")));
+    }
+    Ok(())
+}
+
+/// Splits `a,b,c` into ids, at most `max` of them.
+pub fn id_list(field: &str, text: &str, max: usize) -> Result<Vec<String>, Error> {
+    let ids: Vec<String> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if ids.is_empty() {
+        return Err(Error::invalid(
+            field,
+            format!("{field} must list at least one id"),
+        ));
+    }
+    if ids.len() > max {
+        return Err(Error::invalid(
+            field,
+            format!("{field} lists more than {max} ids"),
+        ));
+    }
+    for id in &ids {
+        check_id(field, id)?;
+    }
+    Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pb_user(id: &str, email: Option<&str>) -> pb::User {
+        pb::User {
+            id: id.into(),
+            username: "ann".into(),
+            nickname: "Ann".into(),
+            avatar: String::new(),
+            description: String::new(),
+            email: email.map(str::to_owned),
+            created_at: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 123_456_000,
+            }),
+        }
+    }
+
+    #[test]
+    fn email_only_on_own_user() {
+        let own =
+            serde_json::to_value(User::from_pb(pb_user("u1", Some("a@b.c")), "u1")).expect("json");
+        assert_eq!(own["email"], "a@b.c");
+        assert_eq!(own["created_at"], "2023-11-14T22:13:20.123456Z");
+        let own_none =
+            serde_json::to_value(User::from_pb(pb_user("u1", None), "u1")).expect("json");
+        assert!(own_none["email"].is_null());
+        assert!(own_none.as_object().expect("object").contains_key("email"));
+        let other =
+            serde_json::to_value(User::from_pb(pb_user("u1", Some("a@b.c")), "u2")).expect("json");
+        assert!(!other.as_object().expect("object").contains_key("email"));
+    }
+
+    #[test]
+    fn id_lists_are_bounded() {
+        assert_eq!(id_list("ids", "a, b,,c", 3).expect("ok").len(), 3);
+        assert!(id_list("ids", "a,b,c,d", 3).is_err());
+        assert!(id_list("ids", " , ", 3).is_err());
+    }
+
+    #[test]
+    fn paging_defaults_and_bounds() {
+        assert_eq!(page(None, None).expect("ok").limit, 50);
+        assert!(page(Some(0), None).is_err());
+        assert_eq!(page(Some(500), None).expect("clamped").limit, 200);
+        assert_eq!(page(Some(200), Some("c".into())).expect("ok").cursor, "c");
+    }
+}
