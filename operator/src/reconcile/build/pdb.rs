@@ -1,0 +1,49 @@
+//! PodDisruptionBudgets: only for components with more than one replica, so a single
+//! replica never blocks a node drain.
+
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::ClusterRef;
+use crate::component::Component;
+
+/// The PDB of a component, when it has more than one replica.
+pub fn build(c: &ClusterRef<'_>, comp: Component) -> Option<PodDisruptionBudget> {
+    if comp.workload(&c.cluster.spec).replicas <= 1 {
+        return None;
+    }
+    Some(PodDisruptionBudget {
+        metadata: c.meta(c.child_name(comp.name()), comp.name()),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(c.selector_labels(comp.name())),
+                match_expressions: None,
+            }),
+            unhealthy_pod_eviction_policy: Some("AlwaysAllow".into()),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        status: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::BeehiveClusterSpec;
+    use crate::reconcile::build::tests::cluster;
+
+    #[test]
+    fn only_for_more_than_one_replica() {
+        let mut spec = BeehiveClusterSpec::default();
+        spec.gateway.workload.replicas = 2;
+        spec.auth.workload.replicas = 0;
+        let c = cluster("demo", spec);
+        let r = ClusterRef::new(&c).unwrap();
+        let pdb = build(&r, Component::Gateway).unwrap();
+        assert_eq!(pdb.spec.unwrap().max_unavailable, Some(IntOrString::Int(1)));
+        assert!(build(&r, Component::Auth).is_none());
+        assert!(build(&r, Component::User).is_none());
+    }
+}

@@ -1,0 +1,523 @@
+//! The reconciler, a pipeline:
+//!
+//! 1. read the object (a malformed one is reported on its status, never breaks the watch),
+//! 2. validate the spec ([`validate`]),
+//! 3. resolve Secrets (generate the JWT key and managed credentials when absent, never
+//!    overwrite), hashing their content so pods roll when it changes,
+//! 4. build every desired child with pure functions ([`build`]),
+//! 5. server-side apply what changed under one field manager, delete orphans by label
+//!    ([`apply`]),
+//! 6. write the status if it changed and record events for transitions ([`status`]).
+//!
+//! An unchanged cluster causes reads only: no apply, no status write, no event.
+
+pub mod apply;
+pub mod build;
+pub mod status;
+pub mod validate;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+
+use crate::crd::{BeehiveCluster, BeehiveClusterStatus};
+use crate::metrics;
+use apply::ApplyCache;
+use build::secret::Entropy;
+use build::{BuildError, ClusterRef, FIELD_MANAGER, Inputs, sha256_hex};
+use status::Outcome;
+
+/// Requeue interval of a ready cluster (picks up changed external Secrets).
+pub const REQUEUE_READY: Duration = Duration::from_secs(300);
+/// Requeue interval while a rollout is in progress (owned objects also trigger).
+pub const REQUEUE_PROGRESSING: Duration = Duration::from_secs(30);
+
+/// Errors of a reconcile; each backs off and retries.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A call to the API server failed.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// Applying or deleting a child failed.
+    #[error("{action} {key}: {source}")]
+    Child {
+        /// "applying" or "deleting".
+        action: &'static str,
+        /// `Kind/name`.
+        key: String,
+        /// The API error.
+        source: kube::Error,
+    },
+    /// The desired state could not be built.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+}
+
+impl Error {
+    /// Metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Child { .. } => "apply",
+            Error::Build(_) => "build",
+        }
+    }
+}
+
+/// Shared state of the reconciler.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// Event recorder (None: events off).
+    pub recorder: Option<Recorder>,
+    /// What was last applied.
+    pub cache: ApplyCache,
+    /// Consecutive failures per object, for the back-off.
+    pub failures: Mutex<HashMap<String, u32>>,
+    /// The clock (tests fix it).
+    pub now: fn() -> Timestamp,
+    /// Random material for generated Secrets (tests fix it).
+    pub entropy: fn() -> Entropy,
+}
+
+impl Context {
+    /// A context with the real clock and randomness.
+    pub fn new(client: Client, recorder: Option<Recorder>) -> Self {
+        Self {
+            client,
+            recorder,
+            cache: ApplyCache::default(),
+            failures: Mutex::new(HashMap::new()),
+            now: Timestamp::now,
+            entropy: Entropy::random,
+        }
+    }
+}
+
+/// The kind reconciled.
+pub fn cluster_resource() -> ApiResource {
+    ApiResource::erase::<BeehiveCluster>(&())
+}
+
+fn object_key(obj: &DynamicObject) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+/// Reconciles one BeehiveCluster, measured.
+pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let start = Instant::now();
+    let result = reconcile_inner(&obj, &ctx).await;
+    metrics::reconciled(start.elapsed(), result.as_ref().err().map(Error::kind));
+    if result.is_ok()
+        && let Ok(mut f) = ctx.failures.lock()
+    {
+        f.remove(&object_key(&obj));
+    }
+    result
+}
+
+/// Backs off exponentially per object: 5s, 10s, 20s ... up to 5 minutes.
+pub fn error_policy(obj: Arc<DynamicObject>, err: &Error, ctx: Arc<Context>) -> Action {
+    let attempts = match ctx.failures.lock() {
+        Ok(mut f) => {
+            let n = f.entry(object_key(&obj)).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        }
+        Err(_) => 1,
+    };
+    let delay = backoff(attempts);
+    tracing::warn!(cluster = %object_key(&obj), error = %err, attempts, retry_in_s = delay.as_secs(), "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// The delay after `attempts` consecutive failures.
+pub fn backoff(attempts: u32) -> Duration {
+    let secs = 5u64.saturating_mul(1u64 << attempts.saturating_sub(1).min(10));
+    Duration::from_secs(secs.min(300))
+}
+
+async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
+    let ns = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let generation = obj.metadata.generation;
+    let previous: Option<BeehiveClusterStatus> = obj
+        .data
+        .get("status")
+        .and_then(|s| serde_json::from_value(s.clone()).ok());
+    tracing::debug!(cluster = %format!("{ns}/{name}"), generation, "reconciling");
+
+    if obj.metadata.deletion_timestamp.is_some() {
+        // Children are owned: the garbage collector removes them.
+        return Ok(Action::await_change());
+    }
+
+    // 1. read
+    let cluster = match validate::parse(obj) {
+        Ok(c) => c,
+        Err(msg) => {
+            let outcome = Outcome::Invalid("InvalidObject", msg);
+            finish(
+                ctx,
+                obj,
+                previous.as_ref(),
+                generation,
+                &outcome,
+                None,
+                None,
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+    };
+
+    // Paused: touch nothing but the status.
+    if cluster.spec.paused {
+        finish(
+            ctx,
+            obj,
+            previous.as_ref(),
+            generation,
+            &Outcome::Paused,
+            None,
+            None,
+        )
+        .await?;
+        return Ok(Action::await_change());
+    }
+
+    // 2. validate
+    let problems = validate::validate(&cluster);
+    if !problems.is_empty() {
+        let outcome = Outcome::Invalid("InvalidSpec", problems.join("; "));
+        finish(
+            ctx,
+            obj,
+            previous.as_ref(),
+            generation,
+            &outcome,
+            None,
+            None,
+        )
+        .await?;
+        return Ok(Action::await_change());
+    }
+    let c = ClusterRef::new(&cluster)?;
+
+    // 3. secrets
+    let (inputs, missing) = resolve_secrets(ctx, &c, obj).await?;
+    if !missing.is_empty() {
+        let outcome = Outcome::MissingSecrets(missing);
+        finish(
+            ctx,
+            obj,
+            previous.as_ref(),
+            generation,
+            &outcome,
+            None,
+            None,
+        )
+        .await?;
+        return Ok(Action::requeue(REQUEUE_PROGRESSING));
+    }
+
+    // 4. build
+    let desired = match build::build_all(&cluster, &inputs) {
+        Ok(d) => d,
+        Err(e) => {
+            let outcome = Outcome::Invalid("InvalidSpec", e.to_string());
+            finish(
+                ctx,
+                obj,
+                previous.as_ref(),
+                generation,
+                &outcome,
+                None,
+                None,
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+    };
+
+    // 5. apply, then remove orphans
+    let mut observed = apply::list_children(&ctx.client, &ns, &name).await?;
+    let migration_job = desired
+        .objects
+        .iter()
+        .find(|d| d.resource.kind == "Job")
+        .map(|d| d.name())
+        .unwrap_or_default();
+    for d in &desired.objects {
+        let existing = observed.get(&d.resource.kind, &d.name());
+        if !ctx.cache.needs_apply(&ns, d, existing) {
+            continue;
+        }
+        let created = existing.is_none();
+        match apply::apply(&ctx.client, &ns, d).await {
+            Ok(applied) => {
+                metrics::applied(&d.resource.kind);
+                ctx.cache.record(&ns, d, &applied);
+                tracing::info!(cluster = %format!("{ns}/{name}"), object = %d.key(), created, "applied");
+                if created && d.resource.kind == "Job" {
+                    publish(
+                        ctx,
+                        obj,
+                        false,
+                        "MigrationStarted",
+                        &format!("created migration Job {}", d.name()),
+                    )
+                    .await;
+                }
+                observed.insert(&d.resource, applied);
+            }
+            Err(source) => {
+                let err = Error::Child {
+                    action: "applying",
+                    key: d.key(),
+                    source,
+                };
+                let outcome = Outcome::ApplyFailed(err.to_string());
+                finish(
+                    ctx,
+                    obj,
+                    previous.as_ref(),
+                    generation,
+                    &outcome,
+                    None,
+                    None,
+                )
+                .await?;
+                return Err(err);
+            }
+        }
+    }
+    let uid = obj.metadata.uid.clone().unwrap_or_default();
+    let orphans: Vec<(ApiResource, String)> = apply::orphans(&desired.objects, &observed, &uid)
+        .into_iter()
+        .map(|(ar, o)| (ar.clone(), o.name_any()))
+        .collect();
+    for (ar, child) in &orphans {
+        let key = format!("{}/{child}", ar.kind);
+        if let Err(source) = apply::delete(&ctx.client, &ns, ar, child).await {
+            let err = Error::Child {
+                action: "deleting",
+                key,
+                source,
+            };
+            let outcome = Outcome::ApplyFailed(err.to_string());
+            finish(
+                ctx,
+                obj,
+                previous.as_ref(),
+                generation,
+                &outcome,
+                None,
+                None,
+            )
+            .await?;
+            return Err(err);
+        }
+        metrics::deleted(&ar.kind);
+        ctx.cache.forget(&ns, &key);
+        observed.objects.remove(&key);
+        tracing::info!(cluster = %format!("{ns}/{name}"), object = %key, "deleted: no longer desired");
+    }
+    if !orphans.is_empty() {
+        let names: Vec<String> = orphans
+            .iter()
+            .map(|(ar, n)| format!("{}/{n}", ar.kind))
+            .collect();
+        publish(
+            ctx,
+            obj,
+            false,
+            "Pruned",
+            &format!("deleted {}", names.join(", ")),
+        )
+        .await;
+    }
+
+    // 6. status
+    let progress = status::progress(&c, &observed, &migration_job);
+    let endpoint = status::gateway_endpoint(&c, &observed);
+    let new = finish(
+        ctx,
+        obj,
+        previous.as_ref(),
+        generation,
+        &Outcome::Applied,
+        Some(&progress),
+        Some(endpoint),
+    )
+    .await?;
+    Ok(if new.phase.as_deref() == Some("Ready") {
+        Action::requeue(REQUEUE_READY)
+    } else {
+        Action::requeue(REQUEUE_PROGRESSING)
+    })
+}
+
+/// Reads every Secret the pods need; creates the generated ones that are absent. Returns the
+/// content hashes and what is missing.
+async fn resolve_secrets(
+    ctx: &Context,
+    c: &ClusterRef<'_>,
+    obj: &DynamicObject,
+) -> Result<(Inputs, Vec<String>), Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &c.namespace);
+    let mut inputs = Inputs::default();
+    let mut missing = Vec::new();
+    let mut generated_names: Vec<String> = Vec::new();
+    let mut by_name: BTreeMap<String, (bool, BTreeSet<String>)> = BTreeMap::new();
+    for (r, generated) in c.secret_refs() {
+        let e = by_name
+            .entry(r.name.clone())
+            .or_insert((generated, BTreeSet::new()));
+        e.0 |= generated;
+        e.1.insert(r.key.clone());
+    }
+    for (name, (generated, keys)) in by_name {
+        let mut secret = api.get_opt(&name).await?;
+        if secret.is_none() && generated {
+            let entropy = (ctx.entropy)();
+            if let Some(new) = build::secret::generated(c, &name, &entropy)? {
+                match api.create(&PostParams::default(), &new).await {
+                    Ok(s) => {
+                        metrics::applied("Secret");
+                        tracing::info!(secret = %name, namespace = %c.namespace, "generated Secret");
+                        generated_names.push(name.clone());
+                        secret = Some(s);
+                    }
+                    // Another writer won the race: use theirs.
+                    Err(kube::Error::Api(s)) if s.code == 409 => {
+                        secret = api.get_opt(&name).await?
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        let Some(secret) = secret else {
+            for k in keys {
+                missing.push(format!("{name}/{k}"));
+            }
+            continue;
+        };
+        for k in keys {
+            let value = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(&k))
+                .map(|v| v.0.clone())
+                .or_else(|| {
+                    secret
+                        .string_data
+                        .as_ref()
+                        .and_then(|d| d.get(&k))
+                        .map(|v| v.clone().into_bytes())
+                });
+            match value {
+                Some(v) => {
+                    inputs
+                        .secret_hashes
+                        .insert(format!("{name}/{k}"), sha256_hex(&v));
+                }
+                None => missing.push(format!("{name}/{k}")),
+            }
+        }
+    }
+    if !generated_names.is_empty() {
+        let note = format!("generated Secrets {}", generated_names.join(", "));
+        publish(ctx, obj, false, "SecretsGenerated", &note).await;
+    }
+    Ok((inputs, missing))
+}
+
+/// Computes the status, writes it when it changed and records transition events.
+async fn finish(
+    ctx: &Context,
+    obj: &DynamicObject,
+    previous: Option<&BeehiveClusterStatus>,
+    generation: Option<i64>,
+    outcome: &Outcome,
+    progress: Option<&status::Progress>,
+    endpoint: Option<String>,
+) -> Result<BeehiveClusterStatus, Error> {
+    let new = status::compute(
+        previous,
+        generation,
+        outcome,
+        progress,
+        endpoint,
+        (ctx.now)(),
+    );
+    if previous == Some(&new) {
+        return Ok(new);
+    }
+    let ar = cluster_resource();
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        ctx.client.clone(),
+        &obj.namespace().unwrap_or_default(),
+        &ar,
+    );
+    let patch = json!({
+        "apiVersion": ar.api_version,
+        "kind": ar.kind,
+        "status": new,
+    });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    metrics::status_written();
+    for t in status::transitions(previous, &new) {
+        publish(ctx, obj, t.warning, &t.reason, &t.note).await;
+    }
+    Ok(new)
+}
+
+/// Records an event on the cluster; failures are logged only.
+async fn publish(ctx: &Context, obj: &DynamicObject, warning: bool, reason: &str, note: &str) {
+    let Some(recorder) = &ctx.recorder else {
+        return;
+    };
+    let reference = obj.object_ref(&cluster_resource());
+    let event = Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.into(),
+        note: Some(note.chars().take(1024).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, &reference).await {
+        tracing::warn!(error = %e, reason, "could not record event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff(1), Duration::from_secs(5));
+        assert_eq!(backoff(2), Duration::from_secs(10));
+        assert_eq!(backoff(4), Duration::from_secs(40));
+        assert_eq!(backoff(20), Duration::from_secs(300));
+        let _ = BeehiveCluster::kind(&());
+    }
+}

@@ -1,0 +1,131 @@
+//! Validation of a spec before anything is built. The CRD's CEL rules reject most of these
+//! at admission; this repeats them (API servers can be old, rules can be bypassed by a
+//! stored object written before a rule existed) and adds what CEL cannot express.
+
+use kube::ResourceExt;
+use kube::api::DynamicObject;
+
+use crate::crd::{
+    BeehiveCluster, DatastoreMode, MAX_NAME_LEN, SearchBackend, ServiceType, VolumeAccessMode,
+};
+use crate::reconcile::build::Datastore;
+
+/// Parses an object read from the API server into a `BeehiveCluster`. A malformed object
+/// is reported on its status instead of breaking the watch.
+pub fn parse(obj: &DynamicObject) -> Result<BeehiveCluster, String> {
+    let value = serde_json::to_value(obj).map_err(|e| e.to_string())?;
+    serde_json::from_value::<BeehiveCluster>(value)
+        .map_err(|e| format!("cannot read the object: {e}"))
+}
+
+/// Problems of a spec, each a sentence naming the field; empty when valid.
+pub fn validate(cluster: &BeehiveCluster) -> Vec<String> {
+    let mut problems = Vec::new();
+    let spec = &cluster.spec;
+    let name = cluster.name_any();
+    if name.len() > MAX_NAME_LEN {
+        problems.push(format!(
+            "metadata.name is {} characters; at most {MAX_NAME_LEN} keep the names of the created objects valid",
+            name.len()
+        ));
+    }
+    if spec.search.backend == SearchBackend::Elasticsearch && spec.elasticsearch.is_none() {
+        problems.push(
+            "spec.elasticsearch is required when spec.search.backend is elasticsearch".into(),
+        );
+    }
+    if spec.search.backend == SearchBackend::Embedded && spec.search.workload.replicas > 1 {
+        problems
+            .push("spec.search.replicas must be 0 or 1 with the embedded search backend".into());
+    }
+    match (&spec.file.storage.volume, &spec.file.storage.s3) {
+        (Some(_), Some(_)) | (None, None) => problems
+            .push("set exactly one of spec.file.storage.volume and spec.file.storage.s3".into()),
+        (Some(v), None)
+            if v.access_mode == VolumeAccessMode::ReadWriteOnce
+                && spec.file.workload.replicas > 1 =>
+        {
+            problems
+                .push("spec.file.replicas > 1 needs a ReadWriteMany volume or s3 storage".into())
+        }
+        _ => {}
+    }
+    for ds in Datastore::ALL {
+        if let Some(d) = ds.spec(spec)
+            && d.mode == DatastoreMode::External
+            && d.external.is_none()
+        {
+            problems.push(format!(
+                "spec.{}.external.secretRef is required in external mode",
+                ds.name()
+            ));
+        }
+    }
+    let svc = &spec.gateway.service;
+    if svc.node_port.is_some() && svc.type_ == ServiceType::ClusterIP {
+        problems.push("spec.gateway.service.nodePort needs type NodePort or LoadBalancer".into());
+    }
+    for comp in crate::component::Component::ALL {
+        let w = comp.workload(spec);
+        if w.replicas < 0 {
+            problems.push(format!(
+                "spec.{}.replicas must not be negative",
+                comp.name()
+            ));
+        }
+        if let Some(o) = &w.pod_overrides
+            && !o.is_object()
+        {
+            problems.push(format!(
+                "spec.{}.podOverrides must be an object",
+                comp.name()
+            ));
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{BeehiveClusterSpec, DatastoreSpec};
+    use crate::reconcile::build::tests::cluster;
+
+    #[test]
+    fn default_spec_is_valid() {
+        assert!(validate(&cluster("demo", BeehiveClusterSpec::default())).is_empty());
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let mut spec = BeehiveClusterSpec::default();
+        spec.search.backend = SearchBackend::Elasticsearch;
+        spec.file.workload.replicas = 2;
+        spec.redis = DatastoreSpec {
+            mode: DatastoreMode::External,
+            ..DatastoreSpec::default()
+        };
+        spec.gateway.service.node_port = Some(30080);
+        let p = validate(&cluster(&"x".repeat(40), spec));
+        let all = p.join("\n");
+        assert!(all.contains("metadata.name"), "{all}");
+        assert!(all.contains("spec.elasticsearch"), "{all}");
+        assert!(all.contains("spec.file.replicas"), "{all}");
+        assert!(all.contains("spec.redis.external"), "{all}");
+        assert!(all.contains("nodePort"), "{all}");
+    }
+
+    #[test]
+    fn malformed_objects_are_reported_not_panicked() {
+        let mut obj: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "beehive.dev/v1alpha1", "kind": "BeehiveCluster",
+            "metadata": {"name": "x", "namespace": "n"},
+            "spec": {"gateway": {"replicas": "many"}}
+        }))
+        .unwrap();
+        let err = parse(&obj).unwrap_err();
+        assert!(err.contains("cannot read"), "{err}");
+        obj.data = serde_json::json!({"spec": {}});
+        assert!(parse(&obj).is_ok());
+    }
+}
