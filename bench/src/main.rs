@@ -92,6 +92,10 @@ enum Command {
         /// Keep the connections open this long after measuring.
         #[arg(long, default_value = "0s", value_parser = duration)]
         hold: Duration,
+        /// Gateway URLs the sockets go to, comma-separated; client process `p` uses
+        /// the `p`-th (round robin). Defaults to `--url`. Users register via `--url`.
+        #[arg(long, value_delimiter = ',')]
+        gateways: Vec<String>,
     },
     #[command(hide = true)]
     ConnectionsChild {
@@ -280,13 +284,26 @@ async fn main() -> anyhow::Result<()> {
             pid,
             sources,
             hold,
+            gateways,
         } => {
             let api = client::Api::new(&url)?;
             let users = api
                 .register_many(&prefix(), users, 8)
                 .await
                 .context("registering users")?;
-            scenario::connections::run(&url, users, count, procs, &pid, sources, hold).await?
+            let gateways = if gateways.is_empty() {
+                vec![url]
+            } else {
+                gateways
+            };
+            let plan = scenario::connections::Plan {
+                gateways,
+                count,
+                procs,
+                sources,
+                hold,
+            };
+            scenario::connections::run(&plan, users, &pid).await?
         }
         Command::ConnectionsChild {
             url,

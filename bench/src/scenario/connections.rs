@@ -59,17 +59,29 @@ pub async fn open(
     (holders, failed.load(Ordering::Relaxed), started.elapsed())
 }
 
-/// Runs the scenario, spawning `procs` child processes of this binary that each open a
-/// share of the connections.
-pub async fn run(
-    base: &str,
-    users: Vec<User>,
-    count: usize,
-    procs: usize,
-    pids: &[u32],
-    sources: u8,
-    hold: Duration,
-) -> anyhow::Result<Value> {
+/// What the `connections` scenario opens and where.
+pub struct Plan {
+    /// Gateway base URLs; client process `p` connects to `gateways[p % len]`.
+    pub gateways: Vec<String>,
+    /// Sockets in all.
+    pub count: usize,
+    /// Client processes (one may hold at most ~20k sockets here).
+    pub procs: usize,
+    /// Loopback source addresses per client process.
+    pub sources: u8,
+    /// How long to keep the sockets open after measuring.
+    pub hold: Duration,
+}
+
+/// Runs the scenario, spawning `plan.procs` child processes of this binary that each
+/// open a share of the connections to one of the gateways.
+pub async fn run(plan: &Plan, users: Vec<User>, pids: &[u32]) -> anyhow::Result<Value> {
+    let (count, procs, sources) = (plan.count, plan.procs.max(1), plan.sources);
+    anyhow::ensure!(!plan.gateways.is_empty(), "no gateway URL");
+    anyhow::ensure!(
+        (procs as u64) * (sources as u64) < 250,
+        "procs x sources must stay below 250 (distinct 127.0.0.x source addresses)"
+    );
     let rss_before: Vec<Option<u64>> = pids.iter().map(|p| report::rss_kib(*p)).collect();
     let users_file =
         std::env::temp_dir().join(format!("beehive-bench-users-{}.json", std::process::id()));
@@ -79,16 +91,17 @@ pub async fn run(
         .collect();
     std::fs::write(&users_file, serde_json::to_vec(&users_json)?)?;
     let exe = std::env::current_exe()?;
-    let per = count.div_ceil(procs.max(1));
+    let per = count.div_ceil(procs);
     let started = Instant::now();
     let mut children = Vec::new();
-    for p in 0..procs.max(1) {
+    for p in 0..procs {
         let share = per.min(count.saturating_sub(p * per));
         if share == 0 {
             break;
         }
+        let gateway = &plan.gateways[p % plan.gateways.len()];
         let mut child = tokio::process::Command::new(&exe)
-            .args(["connections-child", "--url", base, "--users-file"])
+            .args(["connections-child", "--url", gateway, "--users-file"])
             .arg(&users_file)
             .args([
                 "--count",
@@ -98,7 +111,7 @@ pub async fn run(
             ])
             .args([
                 "--first-source",
-                &(2 + (p as u8).wrapping_mul(sources)).to_string(),
+                &(2 + p * sources as usize).to_string(),
                 "--sources",
                 &sources.to_string(),
             ])
@@ -125,7 +138,7 @@ pub async fn run(
     // Let allocations settle (first reads, pings) before measuring.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let rss_after: Vec<Option<u64>> = pids.iter().map(|p| report::rss_kib(*p)).collect();
-    tokio::time::sleep(hold).await;
+    tokio::time::sleep(plan.hold).await;
     drop(children);
     let _ = std::fs::remove_file(&users_file);
     let growth: u64 = rss_before
@@ -144,6 +157,7 @@ pub async fn run(
         "connected": connected,
         "failed": failed,
         "client_processes": procs,
+        "gateways": plan.gateways,
         "connect_seconds": connect_time.as_secs_f64(),
         "connects_per_s": connected as f64 / connect_time.as_secs_f64(),
         "gateway_pids": pids,
