@@ -147,3 +147,39 @@ async fn a_client_that_stops_reading_is_dropped_without_stalling_others() {
     let mut again = Ws::connect(cluster.gw(0), &slow, "slow").await;
     again.barrier().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connect_storm_queues_at_the_gateway_instead_of_failing() {
+    // The services shed above 96 calls in flight; one gateway (whose own client limit
+    // stays high) takes 400 simultaneous handshakes. It must hold its registrations
+    // below the presence service's limit and let the handshakes wait, not fail them
+    // with 503.
+    const SOCKETS: usize = 400;
+    let mut cluster = Cluster::start_with(0, |s| s.grpc_concurrency = 96).await;
+    let gateway = cluster
+        .start_gateway_with("gw-storm", |s| s.grpc_concurrency = 4096)
+        .await;
+    let addr = gateway.addr;
+    cluster.gateways.push(gateway);
+    let user = cluster.user().await;
+    let attempts = (0..SOCKETS).map(|n| {
+        let token = user.token.clone();
+        async move {
+            let device = format!("storm-{n}");
+            Ws::connect_via(addr, &token, Some(&device), common::TokenVia::Header).await
+        }
+    });
+    let results = join_all(attempts).await;
+    let failures: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {SOCKETS} handshakes failed, e.g. {:?}",
+        failures.len(),
+        failures.first()
+    );
+    let mut sockets: Vec<Ws> = results.into_iter().flatten().collect();
+    sockets[SOCKETS - 1].barrier().await;
+}

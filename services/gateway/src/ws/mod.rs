@@ -55,6 +55,11 @@ pub struct WsConfig {
     /// Concurrent UnregisterConnection calls (disconnect storms must not trip the
     /// client's load shedding).
     pub unregister_concurrency: usize,
+    /// Concurrent RegisterConnection calls of upgrading sockets. A connect storm (a
+    /// gateway restart moving thousands of clients) then queues here, in the
+    /// handshakes, instead of tripping the presence service's load shedding, which
+    /// would fail the handshakes with 503.
+    pub register_concurrency: usize,
     /// tungstenite read buffer: small, because it is allocated per idle socket.
     pub read_buffer_size: usize,
     /// tungstenite write buffer target before it writes to the socket.
@@ -83,7 +88,8 @@ impl WsConfig {
             heartbeat_interval: Duration::from_secs(10),
             heartbeat_batch: 1000,
             unregister_concurrency: 16,
-            read_buffer_size: 1024,
+            register_concurrency: 64,
+            read_buffer_size: 256,
             write_buffer_size: 8 * 1024,
             max_message_size: 1024 * 1024,
             max_unparseable: 10,
@@ -101,6 +107,8 @@ pub struct Hub {
     pub(crate) clients: Clients,
     pub(crate) verifier: Arc<TokenVerifier>,
     pub(crate) retry: Retry,
+    /// Bounds concurrent registrations (see [`WsConfig::register_concurrency`]).
+    pub(crate) register_permits: tokio::sync::Semaphore,
     pub(crate) shutdown: Shutdown,
     unregister_tx: mpsc::UnboundedSender<pb::Connection>,
     /// Unregistrations queued or in flight (shutdown waits for zero).
@@ -141,6 +149,7 @@ impl Hub {
             .map_err(|e| ComponentError::failed(Component::Gateway, e))?;
         let (unregister_tx, unregister_rx) = mpsc::unbounded_channel();
         let revocations = verifier.subscribe();
+        let register_permits = tokio::sync::Semaphore::new(config.register_concurrency.max(1));
         let hub = Arc::new(Hub {
             registry: Registry::new(64),
             config,
@@ -151,6 +160,7 @@ impl Hub {
             shutdown: ctx.shutdown.clone(),
             unregister_tx,
             unregister_pending: AtomicUsize::new(0),
+            register_permits,
             drained: CancellationToken::new(),
             consumer: consumer.state(),
         });

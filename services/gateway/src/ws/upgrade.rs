@@ -96,10 +96,16 @@ async fn accept(
         instance_id: hub.instance_id.clone(),
         connection: Some(conn.to_proto()),
     };
-    let registered = hub
-        .retry
-        .idempotent(|| rpc!(hub.clients.presence, register_connection, request.clone()))
-        .await;
+    let registered = {
+        let _permit = hub
+            .register_permits
+            .acquire()
+            .await
+            .map_err(|_| Error::Unavailable("the gateway is shutting down".to_owned()))?;
+        hub.retry
+            .idempotent(|| rpc!(hub.clients.presence, register_connection, request.clone()))
+            .await
+    };
     if let Err(status) = registered {
         hub.registry.remove(&conn);
         // It may have been stored before the call failed.
