@@ -75,6 +75,14 @@ pub async fn bind(
     let shutdown = ctx.shutdown.clone();
     let serve = Box::pin(async move {
         tracing::info!(%addr, "gateway listening");
+        // Frames are small and latency-bound: without TCP_NODELAY a push written while
+        // the previous one is unacknowledged waits for the client's delayed ACK (up
+        // to 40 ms on Linux).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "TCP_NODELAY not set");
+            }
+        });
         let served = axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
