@@ -209,10 +209,11 @@ async fn relay(pairs: usize, options: ChatOptions) -> anyhow::Result<Value> {
 fn summary(v: &Value) -> String {
     match v["scenario"].as_str().or(v["ceiling"].as_str()) {
         Some("chat") | Some("ceiling_relay") => format!(
-            "{}: {:.0} msg/s, {} | sent {} acked {} received {} lost {} dup {} out-of-order {}",
+            "{}: {:.0} msg/s, {} (send to ack {}) | sent {} acked {} received {} lost {} dup {} out-of-order {}",
             v["scenario"].as_str().unwrap_or(""),
             v["throughput_msgs_per_s"].as_f64().unwrap_or(0.0),
             v["latency_summary"].as_str().unwrap_or(""),
+            v["ack_latency_summary"].as_str().unwrap_or(""),
             v["sent"],
             v["acked"],
             v["received"],

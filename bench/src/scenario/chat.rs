@@ -48,8 +48,13 @@ struct Counters {
 pub async fn run(base: &str, pairs: Vec<Pair>, options: ChatOptions) -> anyhow::Result<Value> {
     let counters = Arc::new(Counters::default());
     let latency = Arc::new(Mutex::new(report::latency_histogram()));
+    // Send to ack: the message service's commit as the sender sees it (one lock per
+    // ack is cheap at these rates and survives the ack readers being aborted).
+    let ack_latency = Arc::new(std::sync::Mutex::new(report::latency_histogram()));
     let mut receivers = Vec::new();
     let mut senders = Vec::new();
+    // Receivers stop on this signal and merge their last latencies before ending.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     for (n, pair) in pairs.iter().enumerate() {
         let (_rsink, rstream) =
             client::connect_ws(base, &pair.recipient_token, &format!("bench-r{n}"), None).await?;
@@ -57,6 +62,7 @@ pub async fn run(base: &str, pairs: Vec<Pair>, options: ChatOptions) -> anyhow::
             rstream,
             counters.clone(),
             latency.clone(),
+            stopped.clone(),
             _rsink,
         )));
         let (ssink, sstream) =
@@ -79,14 +85,18 @@ pub async fn run(base: &str, pairs: Vec<Pair>, options: ChatOptions) -> anyhow::
         let acks = {
             let window = window.clone();
             let counters = counters.clone();
+            let ack_latency = ack_latency.clone();
             tokio::spawn(async move {
                 while let Some(Ok(frame)) = stream.next().await {
                     if let Message::Text(text) = frame {
-                        let kind = serde_json::from_str::<Value>(&text)
-                            .ok()
-                            .and_then(|v| v["type"].as_str().map(str::to_owned));
-                        match kind.as_deref() {
+                        let value = serde_json::from_str::<Value>(&text).unwrap_or(Value::Null);
+                        match value["type"].as_str() {
                             Some("ack") => {
+                                let now = client::now_nanos();
+                                let sent = sent_nanos(&value["data"]["message"]).unwrap_or(now);
+                                if let Ok(mut h) = ack_latency.lock() {
+                                    let _ = h.record(now.saturating_sub(sent) / 1000);
+                                }
                                 counters.acked.fetch_add(1, Ordering::Relaxed);
                                 window.add_permits(1);
                             }
@@ -100,8 +110,14 @@ pub async fn run(base: &str, pairs: Vec<Pair>, options: ChatOptions) -> anyhow::
                 }
             })
         };
+        let senders = pairs.len();
         tasks.push(tokio::spawn(async move {
-            let mut next = Instant::now();
+            // Senders are spread evenly over one interval: started in phase, they
+            // would all fire at once and measure their own bursts.
+            let mut next = match per_sender_interval {
+                Some(interval) => started + interval.mul_f64(n as f64 / senders as f64),
+                None => Instant::now(),
+            };
             let mut i: u64 = 0;
             while Instant::now() < deadline {
                 if let Some(interval) = per_sender_interval {
@@ -157,10 +173,15 @@ pub async fn run(base: &str, pairs: Vec<Pair>, options: ChatOptions) -> anyhow::
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let _ = stop.send(true);
     for r in receivers {
-        r.abort();
+        let _ = r.await;
     }
     let h = latency.lock().await.clone();
+    let acks = ack_latency
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_else(|_| report::latency_histogram());
     let sent = counters.sent.load(Ordering::Relaxed);
     let acked = counters.acked.load(Ordering::Relaxed);
     let received = counters.received.load(Ordering::Relaxed);
@@ -178,19 +199,35 @@ pub async fn run(base: &str, pairs: Vec<Pair>, options: ChatOptions) -> anyhow::
         "throughput_msgs_per_s": received as f64 / sending.as_secs_f64(),
         "latency": report::latency_json(&h),
         "latency_summary": report::latency_line(&h),
+        "ack_latency": report::latency_json(&acks),
+        "ack_latency_summary": report::latency_line(&acks),
     }))
+}
+
+/// The send time the bench wrote at the start of a message's content.
+fn sent_nanos(message: &Value) -> Option<u64> {
+    message["content"]
+        .as_str()
+        .and_then(|c| c.split(' ').next())
+        .and_then(|t| t.parse().ok())
 }
 
 async fn receive<S>(
     mut stream: WsStream,
     counters: Arc<Counters>,
     latency: Arc<Mutex<Histogram<u64>>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
     _keep: S,
 ) {
     let mut last_seq: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     let mut local = report::latency_histogram();
     let mut pending = 0;
-    while let Some(Ok(frame)) = stream.next().await {
+    loop {
+        let frame = tokio::select! {
+            frame = stream.next() => frame,
+            _ = stop.wait_for(|stop| *stop) => break,
+        };
+        let Some(Ok(frame)) = frame else { break };
         let Message::Text(text) = frame else { continue };
         let Ok(value) = serde_json::from_str::<Value>(&text) else {
             continue;
@@ -211,11 +248,7 @@ async fn receive<S>(
             counters.out_of_order.fetch_add(1, Ordering::Relaxed);
         }
         *last = seq;
-        let sent: u64 = message["content"]
-            .as_str()
-            .and_then(|c| c.split(' ').next())
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(now);
+        let sent = sent_nanos(message).unwrap_or(now);
         let _ = local.record(now.saturating_sub(sent) / 1000);
         counters.received.fetch_add(1, Ordering::Relaxed);
         pending += 1;
