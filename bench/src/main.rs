@@ -173,6 +173,9 @@ enum Command {
         duration: Duration,
         #[arg(long, default_value_t = 200)]
         members: usize,
+        /// Unacknowledged sends per sender in the flat-out chat.
+        #[arg(long, default_value_t = 32)]
+        window: usize,
     },
 }
 
@@ -380,11 +383,12 @@ async fn main() -> anyhow::Result<()> {
             pairs,
             duration,
             members,
+            window,
         } => {
             let options = ChatOptions {
                 duration,
                 rate: 0,
-                window: 32,
+                window,
             };
             let pg =
                 ceiling::postgres(&database_url, 4, 100, duration.min(Duration::from_secs(10)))
