@@ -10,7 +10,9 @@
 //! and the shutdown sequence that closes every socket and unregisters it.
 
 mod dispatch;
-pub(crate) mod frame;
+/// The client frame decoder and server frame encoders: public so the fuzz targets
+/// (fuzz/) can drive the decoder directly.
+pub mod frame;
 pub(crate) mod registry;
 pub(crate) mod rpc;
 mod socket;
