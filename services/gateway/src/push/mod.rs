@@ -37,6 +37,12 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How long start-up keeps trying to reach RabbitMQ before the gateway fails.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest wait for one broker operation (connect and declare, qos, consume, ack).
+/// A connection that dies mid-operation must surface as an error and a reconnect,
+/// never as a consumer parked forever while its queue fills.
+const BROKER_OP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for the close handshake of a connection being abandoned.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Payloads above this are not ours (events are a few KiB at most).
 const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
 
@@ -47,6 +53,27 @@ pub enum ConsumerError {
     /// timeout; the gateway must not accept sockets it could not deliver to.
     #[error("cannot reach RabbitMQ to declare this gateway's event queue: {0}")]
     Unreachable(String),
+}
+
+/// Why a consumer session ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error(transparent)]
+    Amqp(#[from] lapin::Error),
+    /// A broker operation did not complete within [`BROKER_OP_TIMEOUT`].
+    #[error("{0} did not complete within {BROKER_OP_TIMEOUT:?}")]
+    Stalled(&'static str),
+}
+
+/// `op` bounded by [`BROKER_OP_TIMEOUT`].
+async fn bounded<T>(
+    op: &'static str,
+    future: impl std::future::Future<Output = Result<T, lapin::Error>>,
+) -> Result<T, SessionError> {
+    match tokio::time::timeout(BROKER_OP_TIMEOUT, future).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(SessionError::Stalled(op)),
+    }
 }
 
 /// Shared view of the consumer for readiness.
@@ -136,10 +163,12 @@ impl Consumer {
                 Ok(session) => {
                     let result = consume(&session, &hub, &self.state, &shutdown).await;
                     self.state.consuming.store(false, Ordering::Release);
-                    let _ = session
+                    // Best effort: on a dead connection the close handshake may never
+                    // complete, and the reconnect must not wait for it.
+                    let close = session
                         .connection
-                        .close(0, "gateway consumer stopping".into())
-                        .await;
+                        .close(0, "gateway consumer stopping".into());
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
                     match result {
                         Ok(()) => return,
                         Err(error) => {
@@ -161,18 +190,21 @@ impl Consumer {
     }
 }
 
-async fn open(settings: &Settings, names: &Names) -> Result<Session, lapin::Error> {
-    // Named after the queue, so operators can tell the gateways' connections apart.
-    let properties = lapin::ConnectionProperties::default()
-        .with_connection_name(names.gateway_queue(&settings.instance_id).into());
-    let connection = lapin::Connection::connect(settings.amqp_url.expose(), properties).await?;
-    let channel = connection.create_channel().await?;
-    let queue = events::declare_gateway_queue(&channel, names, &settings.instance_id).await?;
-    Ok(Session {
-        connection,
-        channel,
-        queue,
+async fn open(settings: &Settings, names: &Names) -> Result<Session, SessionError> {
+    bounded("connecting and declaring the queue", async {
+        // Named after the queue, so operators can tell the gateways' connections apart.
+        let properties = lapin::ConnectionProperties::default()
+            .with_connection_name(names.gateway_queue(&settings.instance_id).into());
+        let connection = lapin::Connection::connect(settings.amqp_url.expose(), properties).await?;
+        let channel = connection.create_channel().await?;
+        let queue = events::declare_gateway_queue(&channel, names, &settings.instance_id).await?;
+        Ok(Session {
+            connection,
+            channel,
+            queue,
+        })
     })
+    .await
 }
 
 /// Consumes one session until it fails (`Err`) or shutdown (`Ok`).
@@ -181,20 +213,24 @@ async fn consume(
     hub: &Hub,
     state: &ConsumerState,
     shutdown: &Shutdown,
-) -> Result<(), lapin::Error> {
-    session
-        .channel
-        .basic_qos(PREFETCH, BasicQosOptions::default())
-        .await?;
-    let mut consumer = session
-        .channel
-        .basic_consume(
+) -> Result<(), SessionError> {
+    bounded(
+        "basic.qos",
+        session
+            .channel
+            .basic_qos(PREFETCH, BasicQosOptions::default()),
+    )
+    .await?;
+    let mut consumer = bounded(
+        "basic.consume",
+        session.channel.basic_consume(
             session.queue.as_str().into(),
             format!("gateway-{}", hub.instance_id).into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
-        )
-        .await?;
+        ),
+    )
+    .await?;
     state.consuming.store(true, Ordering::Release);
     // The last delivery not yet acknowledged, and how many precede it unacknowledged.
     let mut unacked: Option<lapin::message::Delivery> = None;
@@ -216,12 +252,13 @@ async fn consume(
         };
         let delivery = match next {
             Some(Ok(delivery)) => delivery,
-            Some(Err(error)) => return Err(error),
+            Some(Err(error)) => return Err(error.into()),
             None => {
                 return Err(lapin::Error::from(lapin::ErrorKind::InvalidChannelState(
                     lapin::ChannelState::Closed,
                     "the broker cancelled the consumer",
-                )));
+                ))
+                .into());
             }
         };
         let event = (delivery.data.len() <= MAX_EVENT_BYTES)
@@ -252,21 +289,23 @@ async fn consume(
                     "undecodable event sent to the dead-letter queue"
                 );
                 metrics::counter!("beehive_push_rejected_total").increment(1);
-                delivery
-                    .acker
-                    .reject(BasicRejectOptions { requeue: false })
-                    .await?;
+                bounded(
+                    "basic.reject",
+                    delivery.acker.reject(BasicRejectOptions { requeue: false }),
+                )
+                .await?;
             }
         }
     }
 }
 
-async fn ack_through(delivery: &lapin::message::Delivery) -> Result<(), lapin::Error> {
-    delivery
-        .acker
-        .ack(BasicAckOptions { multiple: true })
-        .await
-        .map(|_| ())
+async fn ack_through(delivery: &lapin::message::Delivery) -> Result<(), SessionError> {
+    bounded(
+        "basic.ack",
+        delivery.acker.ack(BasicAckOptions { multiple: true }),
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Pushes one event to the local sockets it is for: kicks close sockets, every other
