@@ -9,6 +9,7 @@ pub mod http;
 pub mod push;
 pub mod ratelimit;
 pub mod rest;
+mod rpc;
 pub mod state;
 pub mod ws;
 

@@ -3,6 +3,7 @@
 //! service). Non-members get 404 for a conversation and everything under it; the
 //! message service answers that way.
 
+use crate::rpc::rpc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -229,13 +230,8 @@ pub async fn list(
     };
     let response = state
         .retry
-        .idempotent(|| {
-            let mut message = state.clients.message.clone();
-            let request = request.clone();
-            async move { message.list_conversations(request).await }
-        })
-        .await?
-        .into_inner();
+        .idempotent(|| rpc!(state.clients.message, list_conversations, request.clone()))
+        .await?;
     Ok(Json(ConversationsResponse {
         conversations: response
             .conversations
@@ -263,13 +259,8 @@ pub async fn get(
     };
     let response = state
         .retry
-        .idempotent(|| {
-            let mut message = state.clients.message.clone();
-            let request = request.clone();
-            async move { message.get_conversation(request).await }
-        })
-        .await?
-        .into_inner();
+        .idempotent(|| rpc!(state.clients.message, get_conversation, request.clone()))
+        .await?;
     conversation(response)
 }
 
@@ -305,13 +296,8 @@ pub async fn messages(
     };
     let response = state
         .retry
-        .idempotent(|| {
-            let mut message = state.clients.message.clone();
-            let request = request.clone();
-            async move { message.list_messages(request).await }
-        })
-        .await?
-        .into_inner();
+        .idempotent(|| rpc!(state.clients.message, list_messages, request.clone()))
+        .await?;
     Ok(Json(MessagesResponse {
         messages: response.messages.into_iter().map(Message::from).collect(),
     }))
@@ -334,13 +320,8 @@ pub async fn receipts(
     };
     let response = state
         .retry
-        .idempotent(|| {
-            let mut message = state.clients.message.clone();
-            let request = request.clone();
-            async move { message.list_receipts(request).await }
-        })
-        .await?
-        .into_inner();
+        .idempotent(|| rpc!(state.clients.message, list_receipts, request.clone()))
+        .await?;
     Ok(Json(ReceiptsResponse {
         receipts: response
             .receipts

@@ -1,6 +1,7 @@
 //! `/api/v1/friends/*`: friend requests and friendships (the social service), with
 //! users rendered through the user service.
 
+use crate::rpc::rpc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -126,13 +127,8 @@ pub async fn list_requests(
     };
     let response = state
         .retry
-        .idempotent(|| {
-            let mut social = state.clients.social.clone();
-            let request = request.clone();
-            async move { social.list_friend_requests(request).await }
-        })
-        .await?
-        .into_inner();
+        .idempotent(|| rpc!(state.clients.social, list_friend_requests, request.clone()))
+        .await?;
     Ok(Json(RequestsResponse {
         requests: response
             .requests
@@ -223,13 +219,8 @@ pub async fn list(
     };
     let response = state
         .retry
-        .idempotent(|| {
-            let mut social = state.clients.social.clone();
-            let request = request.clone();
-            async move { social.list_friends(request).await }
-        })
-        .await?
-        .into_inner();
+        .idempotent(|| rpc!(state.clients.social, list_friends, request.clone()))
+        .await?;
     let next_cursor = model::cursor(response.page);
     if response.friend_ids.is_empty() {
         return Ok(Json(FriendsResponse {
@@ -244,13 +235,8 @@ pub async fn list(
     };
     let users = state
         .retry
-        .idempotent(|| {
-            let mut users = state.clients.user.clone();
-            let request = request.clone();
-            async move { users.batch_get_users(request).await }
-        })
+        .idempotent(|| rpc!(state.clients.user, batch_get_users, request.clone()))
         .await?
-        .into_inner()
         .users;
     Ok(Json(FriendsResponse {
         friends: users

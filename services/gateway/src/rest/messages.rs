@@ -2,6 +2,7 @@
 //! WebSocket `send` (the sender's devices all get a `message` frame, since no device
 //! sent it over a socket).
 
+use crate::rpc::rpc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -84,13 +85,8 @@ pub async fn send(
             };
             let friends = state
                 .retry
-                .idempotent(|| {
-                    let mut social = state.clients.social.clone();
-                    let request = request.clone();
-                    async move { social.are_friends(request).await }
-                })
+                .idempotent(|| rpc!(state.clients.social, are_friends, request.clone()))
                 .await?
-                .into_inner()
                 .friends;
             if !friends {
                 return Err(Error::PermissionDenied(
@@ -117,13 +113,8 @@ pub async fn send(
     // Retrying is safe: the service dedupes on (sender, client_msg_id).
     let response = state
         .retry
-        .idempotent(|| {
-            let mut message = state.clients.message.clone();
-            let request = request.clone();
-            async move { message.send_message(request).await }
-        })
-        .await?
-        .into_inner();
+        .idempotent(|| rpc!(state.clients.message, send_message, request.clone()))
+        .await?;
     let message = response
         .message
         .map(Message::from)

@@ -2,6 +2,7 @@
 //! shared conversation; anyone else is reported offline with no devices, so presence
 //! cannot be used to probe strangers.
 
+use crate::rpc::rpc;
 use std::collections::HashSet;
 
 use axum::Json;
@@ -102,13 +103,8 @@ pub async fn get(
         let request = pb::GetPresenceRequest { user_ids: asked };
         let response = state
             .retry
-            .idempotent(|| {
-                let mut presence = state.clients.presence.clone();
-                let request = request.clone();
-                async move { presence.get_presence(request).await }
-            })
-            .await?
-            .into_inner();
+            .idempotent(|| rpc!(state.clients.presence, get_presence, request.clone()))
+            .await?;
         for p in response.presence {
             known.insert(p.user_id.clone(), p);
         }

@@ -1,6 +1,7 @@
 //! `/api/v1/users/*`: the caller's profile and password, other users' public
 //! profiles, batch lookup and search.
 
+use crate::rpc::rpc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -128,13 +129,8 @@ async fn get_user(state: &AppState, id: &str, viewer: &str) -> Result<Json<UserR
     };
     let response = state
         .retry
-        .idempotent(|| {
-            let mut users = state.clients.user.clone();
-            let request = request.clone();
-            async move { users.get_user(request).await }
-        })
-        .await?
-        .into_inner();
+        .idempotent(|| rpc!(state.clients.user, get_user, request.clone()))
+        .await?;
     Ok(Json(UserResponse {
         user: User::required(response.user, viewer)?,
     }))
@@ -157,13 +153,8 @@ pub async fn batch(
     };
     let response = state
         .retry
-        .idempotent(|| {
-            let mut users = state.clients.user.clone();
-            let request = request.clone();
-            async move { users.batch_get_users(request).await }
-        })
-        .await?
-        .into_inner();
+        .idempotent(|| rpc!(state.clients.user, batch_get_users, request.clone()))
+        .await?;
     Ok(Json(UsersResponse {
         users: response
             .users
@@ -206,13 +197,8 @@ pub async fn search(
     };
     let response = state
         .retry
-        .idempotent(|| {
-            let mut users = state.clients.user.clone();
-            let request = request.clone();
-            async move { users.search_users(request).await }
-        })
-        .await?
-        .into_inner();
+        .idempotent(|| rpc!(state.clients.user, search_users, request.clone()))
+        .await?;
     Ok(Json(UsersResponse {
         users: response
             .users

@@ -12,7 +12,7 @@ use beehive_proto::v1 as pb;
 use super::Hub;
 use super::frame::{self, ClientFrame, Request, Target};
 use super::registry::Conn;
-use super::rpc::rpc;
+use crate::rpc::rpc;
 
 /// The frames answering one request, in order (empty when the frame has no reply).
 pub(crate) async fn handle(hub: &Hub, conn: &Conn, request: Request) -> Vec<Utf8Bytes> {

@@ -14,7 +14,6 @@ mod dispatch;
 /// (fuzz/) can drive the decoder directly.
 pub mod frame;
 pub(crate) mod registry;
-pub(crate) mod rpc;
 mod socket;
 mod upgrade;
 pub(crate) mod views;
@@ -250,7 +249,7 @@ async fn heartbeat(hub: Arc<Hub>) {
                 instance_id: hub.instance_id.clone(),
                 connections: batch.iter().map(|c| c.to_proto()).collect(),
             };
-            match rpc::rpc!(hub.clients.presence, heartbeat, request).await {
+            match crate::rpc::rpc!(hub.clients.presence, heartbeat, request).await {
                 Ok(response) => {
                     let ttl = Duration::from_secs(u64::from(response.ttl_seconds));
                     if !ttl.is_zero() {
@@ -283,7 +282,7 @@ async fn unregister_worker(hub: Arc<Hub>, mut rx: mpsc::UnboundedReceiver<pb::Co
             };
             let result = hub
                 .retry
-                .idempotent(|| rpc::rpc!(hub.clients.presence, unregister_connection, request.clone()))
+                .idempotent(|| crate::rpc::rpc!(hub.clients.presence, unregister_connection, request.clone()))
                 .await;
             if let Err(status) = result {
                 // The registration expires with the presence TTL once heartbeats stop

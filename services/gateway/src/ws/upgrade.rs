@@ -17,9 +17,9 @@ use beehive_proto::v1 as pb;
 use uuid::Uuid;
 
 use super::registry::{Conn, Outbox};
-use super::rpc::rpc;
 use super::socket;
 use crate::auth::MAX_TOKEN_BYTES;
+use crate::rpc::rpc;
 use crate::state::AppState;
 
 /// The subprotocol the server selects when a client offers it.

@@ -1,4 +1,4 @@
-//! gRPC calls as boxed `Send` futures.
+//! gRPC calls as boxed `Send` futures, shared by the REST handlers and the WebSocket.
 //!
 //! Awaiting a tonic call on a `ClientChannel` directly inside a spawned task trips a
 //! rustc limitation (higher-ranked lifetimes in the `fn(BoxError) -> BoxError` error
@@ -13,7 +13,7 @@ macro_rules! rpc {
     ($client:expr, $method:ident, $request:expr) => {{
         let mut client = $client.clone();
         let request = $request;
-        $crate::ws::rpc::boxed(async move { client.$method(request).await.map(|r| r.into_inner()) })
+        $crate::rpc::boxed(async move { client.$method(request).await.map(|r| r.into_inner()) })
     }};
 }
 pub(crate) use rpc;
