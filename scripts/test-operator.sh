@@ -65,6 +65,10 @@ check "charts/install.yaml is fresh" fresh charts/install.yaml hack/render-insta
 
 # --- the CRD ---
 check "CRD passes kubernetes-validate --strict" validate crds/beehive.dev_beehiveclusters.yaml
+# kubernetes-validate checks the CRD object's own fields only; what a real API server checks
+# inside it (structural schema, defaults against their schema, CEL rules and fieldPaths,
+# metadata, extensions) is checked by the operator's check-crd (operator/src/crd_validation.rs).
+check "crds/ passes the API server's CRD checks (check-crd)" "$OPERATOR" check-crd --expect 1 crds/beehive.dev_beehiveclusters.yaml
 crd_checks() {
   "$PY" - "$ROOT/crds/beehive.dev_beehiveclusters.yaml" <<'PYEOF'
 import sys, yaml
@@ -96,7 +100,9 @@ for vf in "${values_sets[@]}"; do
   check "helm lint ($label)" helm lint --strict "$CHART" "${args[@]}"
   check "helm template ($label)" bash -c "helm template beehive-operator '$CHART' --namespace beehive-system ${args[*]} > '$out'"
   check "rendered chart passes kubernetes-validate --strict ($label)" validate "$out"
+  check "rendered chart's CRDs pass the API server's CRD checks ($label)" "$OPERATOR" check-crd "$out"
 done
+check "the chart renders the CRD by default" "$OPERATOR" check-crd --expect 1 "$WORK/render-default.yaml"
 check "helm template rejects a bad rbac.scope" bash -c "! helm template x '$CHART' --set rbac.scope=everything >/dev/null 2>&1"
 
 chart_assertions() {
@@ -157,6 +163,7 @@ check "chart: CRD policy, least-privilege RBAC in both scopes, hardened pod" cha
 
 # --- the plain-kubectl install manifest ---
 check "charts/install.yaml passes kubernetes-validate --strict" validate charts/install.yaml
+check "charts/install.yaml: any CRD in it passes the API server's CRD checks" "$OPERATOR" check-crd charts/install.yaml
 install_assertions() {
   "$PY" - "$ROOT/charts/install.yaml" <<'PYEOF'
 import sys, yaml

@@ -53,7 +53,7 @@ pub const DEFAULT_MAX_PROPERTIES: u64 = 64;
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Pending, Progressing, Ready, Degraded or Paused"),
     printcolumn(name = "Gateway", type_ = "string", json_path = ".status.gatewayEndpoint", description = "Where clients reach the gateway"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new("size(self.metadata.name) <= 38").message("metadata.name must be at most 38 characters so that the names of the objects the operator creates stay valid").reason(Reason::FieldValueInvalid).field_path(".metadata.name")
+    validation = Rule::new("size(self.metadata.name) <= 38").message("metadata.name must be at most 38 characters so that the names of the objects the operator creates stay valid").reason(Reason::FieldValueInvalid)
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
@@ -227,7 +227,7 @@ impl PullPolicy {
 }
 
 /// Log settings.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LoggingSpec {
     /// Log level or tracing filter (BEEHIVE_LOG_LEVEL), e.g. `info` or
@@ -242,6 +242,18 @@ pub struct LoggingSpec {
 
 fn default_log_level() -> String {
     "info".into()
+}
+
+// By hand, not derived: the derived default (an empty level) became the schema's default
+// for `spec.logging`, which fails the field's own minLength and made the API server refuse
+// the CRD.
+impl Default for LoggingSpec {
+    fn default() -> Self {
+        Self {
+            level: default_log_level(),
+            format: LogFormat::default(),
+        }
+    }
 }
 
 /// Log line format.

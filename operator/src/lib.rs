@@ -7,6 +7,7 @@
 
 pub mod component;
 pub mod crd;
+pub mod crd_validation;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;

@@ -37,6 +37,17 @@ enum Command {
         #[arg(long, conflicts_with = "helm")]
         markdown: bool,
     },
+    /// Check the CustomResourceDefinitions in YAML files the way a Kubernetes API server
+    /// does before it accepts them (structural schema, defaults, CEL rules and field paths,
+    /// metadata, extensions). Exits non-zero on any finding.
+    CheckCrd {
+        /// YAML files (multi-document streams, e.g. `helm template` output).
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+        /// Fail unless this many CRDs were found across the files.
+        #[arg(long)]
+        expect: Option<usize>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,6 +72,7 @@ fn main() -> anyhow::Result<()> {
             print!("{}", beehive_operator::render(&text, &namespace)?);
             Ok(())
         }
+        Command::CheckCrd { files, expect } => check_crds(&files, expect),
         Command::Run(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -70,4 +82,37 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(beehive_operator::run(args))
         }
     }
+}
+
+fn check_crds(files: &[std::path::PathBuf], expect: Option<usize>) -> anyhow::Result<()> {
+    let mut crds = 0;
+    let mut findings = 0;
+    for file in files {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let report = beehive_operator::crd_validation::check_manifests(&text)
+            .with_context(|| format!("parsing {}", file.display()))?;
+        for finding in &report.findings {
+            println!("{}: {finding}", file.display());
+        }
+        println!(
+            "{}: {} CustomResourceDefinition(s), {} finding(s)",
+            file.display(),
+            report.crds.len(),
+            report.findings.len()
+        );
+        crds += report.crds.len();
+        findings += report.findings.len();
+    }
+    if let Some(expected) = expect {
+        anyhow::ensure!(
+            crds == expected,
+            "expected {expected} CustomResourceDefinition(s), found {crds}"
+        );
+    }
+    anyhow::ensure!(
+        findings == 0,
+        "{findings} finding(s): a Kubernetes API server would refuse these CRDs"
+    );
+    Ok(())
 }
