@@ -23,6 +23,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use beehive_common::shutdown::{Shutdown, trigger_on_signals};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
@@ -97,27 +98,6 @@ fn router(metrics: PrometheusHandle, ready: Arc<AtomicBool>) -> Router {
         .with_state(HttpState { metrics, ready })
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => futures::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = futures::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-}
-
 fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
@@ -160,6 +140,10 @@ pub fn render(yaml: &str, default_namespace: &str) -> anyhow::Result<String> {
 /// Runs the operator until SIGTERM/SIGINT or loss of leadership.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     telemetry::init(args.log_format, &args.log_level).map_err(anyhow::Error::msg)?;
+    // One signal for the whole process: a SIGTERM that arrives while waiting for the lease
+    // and one that arrives while reconciling are the same event.
+    let shutdown = Shutdown::new();
+    tokio::spawn(trigger_on_signals(shutdown.clone()));
     let handle = metrics::install().context("installing the metrics recorder")?;
     let ready = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
@@ -215,7 +199,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!(lease = %args.lease_name, identity = %identity, "waiting for leadership");
         tokio::select! {
             res = leader_rx.wait_for(|l| *l) => { res.context("leader election stopped")?; }
-            () = shutdown_signal() => { return Ok(()); }
+            () = shutdown.wait() => { return Ok(()); }
         }
     } else {
         metrics::leader(true);
@@ -248,7 +232,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_config(controller::Config::default().concurrency(args.concurrency))
         .graceful_shutdown_on(async move {
             tokio::select! {
-                () = shutdown_signal() => tracing::info!("shutting down"),
+                () = shutdown.wait() => tracing::info!("shutting down"),
                 () = leadership_lost => tracing::error!("leadership lost; stopping"),
             }
         })

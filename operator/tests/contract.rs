@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 
 use beehive_common::config::{ENV_KEYS, Settings};
-use beehive_operator::component::Component;
+use beehive_operator::component::{Component, ComponentExt as _};
 use beehive_operator::crd::BeehiveCluster;
-use beehive_operator::reconcile::build::{Inputs, build_all};
+use beehive_operator::reconcile::build::{ChildKind, Inputs, build_all};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, PodTemplateSpec};
@@ -75,18 +75,18 @@ fn every_variable_set_is_read_by_the_services_and_parses() {
     for cluster in clusters() {
         let desired = build_all(&cluster, &Inputs::default()).unwrap();
         let config: ConfigMap = desired
-            .get("ConfigMap", "demo-config")
+            .get(ChildKind::ConfigMap, "demo-config")
             .unwrap()
             .parse()
             .unwrap();
         let mut pods: Vec<(Option<Component>, PodTemplateSpec)> = Vec::new();
-        for comp in Component::ALL {
+        for comp in beehive_operator::component::ALL {
             let name = format!("demo-{}", comp.name());
-            let template = match desired.get("Deployment", &name) {
+            let template = match desired.get(ChildKind::Deployment, &name) {
                 Some(d) => d.parse::<Deployment>().unwrap().spec.unwrap().template,
                 None => {
                     desired
-                        .get("StatefulSet", &name)
+                        .get(ChildKind::StatefulSet, &name)
                         .unwrap()
                         .parse::<StatefulSet>()
                         .unwrap()
@@ -100,7 +100,7 @@ fn every_variable_set_is_read_by_the_services_and_parses() {
         let job = desired
             .objects
             .iter()
-            .find(|o| o.resource.kind == "Job")
+            .find(|o| o.kind == ChildKind::Job)
             .unwrap();
         pods.push((None, job.parse::<Job>().unwrap().spec.unwrap().template));
 
@@ -126,12 +126,11 @@ fn every_variable_set_is_read_by_the_services_and_parses() {
                     )
                 });
                 assert!(report.unknown_keys.is_empty(), "{:?}", report.unknown_keys);
-                for other in Component::ALL {
-                    let svc = beehive_common::config::Component::parse(other.name()).unwrap();
+                for other in beehive_operator::component::ALL {
                     if other.is_grpc() {
-                        assert_eq!(settings.listen_addr(svc).port(), other.port() as u16);
+                        assert_eq!(settings.listen_addr(other).port(), other.port() as u16);
                         assert_eq!(
-                            settings.component_addr(svc),
+                            settings.component_addr(other),
                             format!("http://demo-{}.chat.svc:{}", other.name(), other.port())
                         );
                     }
@@ -177,7 +176,7 @@ fn the_contract_list_matches_the_operators_expectation() {
     .into_iter()
     .map(String::from)
     .collect::<Vec<_>>();
-    for c in Component::ALL {
+    for c in beehive_operator::component::ALL {
         expected.push(format!("BEEHIVE_{}_ADDR", c.env_name()));
         expected.push(format!("BEEHIVE_{}_LISTEN", c.env_name()));
     }

@@ -5,7 +5,7 @@ mod support;
 use std::sync::Arc;
 
 use beehive_operator::reconcile::build::secret::Entropy;
-use beehive_operator::reconcile::build::{Inputs, build_all};
+use beehive_operator::reconcile::build::{ChildKind, Inputs, build_all};
 use beehive_operator::reconcile::{self, Context, Error};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::DynamicObject;
@@ -204,8 +204,8 @@ async fn create_applies_every_child_once_in_order() {
     expected.push(format!("POST {EVENTS}"));
     expected.extend(child_lists());
     for d in &desired.objects {
-        expected.push(format!("APPLY {}", path_of(&d.resource.kind, &d.name())));
-        if d.resource.kind == "Job" {
+        expected.push(format!("APPLY {}", path_of(d.kind.as_str(), &d.name())));
+        if d.kind == ChildKind::Job {
             expected.push(format!("POST {EVENTS}"));
         }
     }
@@ -386,12 +386,13 @@ async fn scale_down_and_disabled_features_delete_orphans() {
         w,
         vec![
             format!("APPLY {DEPLOYMENTS}/demo-gateway"),
-            "DELETE /apis/networking.k8s.io/v1/namespaces/chat/ingresses/demo-gateway".to_string(),
+            // Orphans go in the order kinds are listed (ChildKind::ALL).
+            "DELETE /apis/policy/v1/namespaces/chat/poddisruptionbudgets/demo-gateway".to_string(),
             "DELETE /apis/networking.k8s.io/v1/namespaces/chat/networkpolicies/demo-default"
                 .to_string(),
             "DELETE /apis/networking.k8s.io/v1/namespaces/chat/networkpolicies/demo-gateway"
                 .to_string(),
-            "DELETE /apis/policy/v1/namespaces/chat/poddisruptionbudgets/demo-gateway".to_string(),
+            "DELETE /apis/networking.k8s.io/v1/namespaces/chat/ingresses/demo-gateway".to_string(),
             format!("POST {EVENTS}"),
             format!("APPLY-STATUS {CLUSTERS}/demo/status"),
         ]
@@ -494,7 +495,10 @@ async fn drift_is_corrected_and_rollout_restart_kept() {
     let cluster: beehive_operator::crd::BeehiveCluster =
         serde_json::from_value(h.cluster()).unwrap();
     let desired = build_all(&cluster, &Inputs::default()).unwrap();
-    let dep = &desired.get("Deployment", "demo-auth").unwrap().object;
+    let dep = &desired
+        .get(ChildKind::Deployment, "demo-auth")
+        .unwrap()
+        .object;
     assert!(
         dep.data["spec"]["template"]["metadata"]["annotations"]
             .get("kubectl.kubernetes.io/restartedAt")

@@ -10,33 +10,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
-use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 
 use super::build::{
-    DesiredObject, FIELD_MANAGER, MANAGED_BY, SPEC_HASH_ANNOTATION, labels, service_monitor,
+    ChildKind, DesiredObject, FIELD_MANAGER, MANAGED_BY, SPEC_HASH_ANNOTATION, labels,
 };
-
-/// The kinds the operator creates through server-side apply (and so may need to delete).
-pub fn managed_kinds() -> Vec<ApiResource> {
-    vec![
-        ApiResource::erase::<ConfigMap>(&()),
-        ApiResource::erase::<PersistentVolumeClaim>(&()),
-        ApiResource::erase::<Service>(&()),
-        ApiResource::erase::<Job>(&()),
-        ApiResource::erase::<Deployment>(&()),
-        ApiResource::erase::<StatefulSet>(&()),
-        ApiResource::erase::<PodDisruptionBudget>(&()),
-        ApiResource::erase::<NetworkPolicy>(&()),
-        ApiResource::erase::<Ingress>(&()),
-        service_monitor::api_resource(),
-    ]
-}
 
 /// Label selector of a cluster's children.
 pub fn children_selector(cluster: &str) -> String {
@@ -47,25 +26,27 @@ pub fn children_selector(cluster: &str) -> String {
     )
 }
 
-/// Children found in the cluster, by `Kind/name`.
+/// Children found in the cluster, by kind and name.
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
     /// The objects.
-    pub objects: BTreeMap<String, (ApiResource, DynamicObject)>,
+    pub objects: BTreeMap<(ChildKind, String), DynamicObject>,
 }
 
 impl Observed {
     /// Looks an object up.
-    pub fn get(&self, kind: &str, name: &str) -> Option<&DynamicObject> {
-        self.objects.get(&format!("{kind}/{name}")).map(|(_, o)| o)
+    pub fn get(&self, kind: ChildKind, name: &str) -> Option<&DynamicObject> {
+        self.objects.get(&(kind, name.to_string()))
     }
 
     /// Records an object (e.g. the response of an apply).
-    pub fn insert(&mut self, resource: &ApiResource, obj: DynamicObject) {
-        self.objects.insert(
-            format!("{}/{}", resource.kind, obj.name_any()),
-            (resource.clone(), obj),
-        );
+    pub fn insert(&mut self, kind: ChildKind, obj: DynamicObject) {
+        self.objects.insert((kind, obj.name_any()), obj);
+    }
+
+    /// Forgets an object (e.g. after deleting it).
+    pub fn remove(&mut self, kind: ChildKind, name: &str) {
+        self.objects.remove(&(kind, name.to_string()));
     }
 }
 
@@ -150,18 +131,17 @@ pub async fn list_children(
 ) -> Result<Observed, kube::Error> {
     let mut observed = Observed::default();
     let lp = ListParams::default().labels(&children_selector(cluster));
-    for ar in managed_kinds() {
-        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &ar);
+    for kind in ChildKind::ALL {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), namespace, &kind.api_resource());
         match api.list(&lp).await {
             Ok(list) => {
                 for obj in list.items {
-                    observed.insert(&ar, obj);
+                    observed.insert(kind, obj);
                 }
             }
-            Err(kube::Error::Api(s))
-                if ar.group == "monitoring.coreos.com" && (s.code == 404 || s.code == 403) =>
-            {
-                tracing::debug!(kind = %ar.kind, code = s.code, "kind not available; skipped");
+            Err(kube::Error::Api(s)) if kind.optional() && (s.code == 404 || s.code == 403) => {
+                tracing::debug!(%kind, code = s.code, "kind not available; skipped");
             }
             Err(e) => return Err(e),
         }
@@ -176,7 +156,7 @@ pub async fn apply(
     desired: &DesiredObject,
 ) -> Result<DynamicObject, kube::Error> {
     let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), namespace, &desired.resource);
+        Api::namespaced_with(client.clone(), namespace, &desired.kind.api_resource());
     let params = PatchParams::apply(FIELD_MANAGER).force();
     api.patch(&desired.name(), &params, &Patch::Apply(&desired.object))
         .await
@@ -187,17 +167,17 @@ pub fn orphans<'a>(
     desired: &[DesiredObject],
     observed: &'a Observed,
     owner_uid: &str,
-) -> Vec<(&'a ApiResource, &'a DynamicObject)> {
+) -> Vec<(ChildKind, &'a DynamicObject)> {
     observed
         .objects
         .iter()
-        .filter(|(key, _)| !desired.iter().any(|d| &d.key() == *key))
-        .filter(|(_, (_, obj))| {
+        .filter(|((kind, name), _)| !desired.iter().any(|d| d.kind == *kind && &d.name() == name))
+        .filter(|(_, obj)| {
             obj.owner_references()
                 .iter()
                 .any(|o| o.uid == owner_uid && o.controller == Some(true))
         })
-        .map(|(_, (ar, obj))| (ar, obj))
+        .map(|((kind, _), obj)| (*kind, obj))
         .collect()
 }
 
@@ -205,10 +185,11 @@ pub fn orphans<'a>(
 pub async fn delete(
     client: &Client,
     namespace: &str,
-    ar: &ApiResource,
+    kind: ChildKind,
     name: &str,
 ) -> Result<(), kube::Error> {
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, ar);
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &kind.api_resource());
     match api.delete(name, &DeleteParams::background()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
@@ -267,21 +248,21 @@ mod tests {
         let all = desired();
         let mut observed = Observed::default();
         for d in &all {
-            observed.insert(&d.resource, as_observed(d, 1));
+            observed.insert(d.kind, as_observed(d, 1));
         }
         // An old migration Job and a foreign object with our labels.
         let mut old_job = all
             .iter()
-            .find(|d| d.resource.kind == "Job")
+            .find(|d| d.kind == ChildKind::Job)
             .unwrap()
             .object
             .clone();
         old_job.metadata.name = Some("demo-migrate-00000000".into());
-        observed.insert(&ApiResource::erase::<Job>(&()), old_job);
+        observed.insert(ChildKind::Job, old_job);
         let mut foreign = all[0].object.clone();
         foreign.metadata.name = Some("someone-else".into());
         foreign.metadata.owner_references = None;
-        observed.insert(&ApiResource::erase::<ConfigMap>(&()), foreign);
+        observed.insert(ChildKind::ConfigMap, foreign);
         let o = orphans(&all, &observed, "uid-1");
         let names: Vec<String> = o.iter().map(|(_, obj)| obj.name_any()).collect();
         assert_eq!(names, vec!["demo-migrate-00000000".to_string()]);

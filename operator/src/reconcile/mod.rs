@@ -32,7 +32,7 @@ use crate::crd::{BeehiveCluster, BeehiveClusterStatus};
 use crate::metrics;
 use apply::ApplyCache;
 use build::secret::Entropy;
-use build::{BuildError, ClusterRef, FIELD_MANAGER, Inputs, sha256_hex};
+use build::{BuildError, ChildKind, ClusterRef, FIELD_MANAGER, Inputs, sha256_hex};
 use status::Outcome;
 
 /// Requeue interval of a ready cluster (picks up changed external Secrets).
@@ -145,106 +145,121 @@ pub fn backoff(attempts: u32) -> Duration {
     Duration::from_secs(secs.min(300))
 }
 
-async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
-    let ns = obj.namespace().unwrap_or_default();
-    let name = obj.name_any();
-    let generation = obj.metadata.generation;
-    let previous: Option<BeehiveClusterStatus> = obj
-        .data
-        .get("status")
-        .and_then(|s| serde_json::from_value(s.clone()).ok());
-    tracing::debug!(cluster = %format!("{ns}/{name}"), generation, "reconciling");
+/// What one pass of the pipeline decided: the status to write, then what to do.
+struct Verdict {
+    outcome: Outcome,
+    progress: Option<status::Progress>,
+    endpoint: Option<String>,
+    next: Next,
+}
 
+/// What the controller does after the status is written.
+enum Next {
+    /// Nothing until the object changes.
+    AwaitChange,
+    /// Look again after this long.
+    Requeue(Duration),
+    /// Rarely once Ready, often while progressing.
+    ByPhase,
+    /// Back off and retry; the status already says what failed.
+    Fail(Error),
+}
+
+impl Verdict {
+    fn stop(outcome: Outcome, next: Next) -> Self {
+        Self {
+            outcome,
+            progress: None,
+            endpoint: None,
+            next,
+        }
+    }
+}
+
+async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
+    let generation = obj.metadata.generation;
+    tracing::debug!(cluster = %object_key(obj), generation, "reconciling");
     if obj.metadata.deletion_timestamp.is_some() {
         // Children are owned: the garbage collector removes them.
         return Ok(Action::await_change());
     }
+    let previous: Option<BeehiveClusterStatus> = obj
+        .data
+        .get("status")
+        .and_then(|s| serde_json::from_value(s.clone()).ok());
+
+    // Every pass that gets an answer ends here: the status is written once (only if it
+    // changed), then the verdict decides the requeue. API errors before an answer back off
+    // without touching the status.
+    let verdict = pipeline(obj, ctx).await?;
+    let new = finish(
+        ctx,
+        obj,
+        previous.as_ref(),
+        generation,
+        &verdict.outcome,
+        verdict.progress.as_ref(),
+        verdict.endpoint,
+    )
+    .await?;
+    match verdict.next {
+        Next::AwaitChange => Ok(Action::await_change()),
+        Next::Requeue(after) => Ok(Action::requeue(after)),
+        Next::ByPhase if new.phase.as_deref() == Some("Ready") => {
+            Ok(Action::requeue(REQUEUE_READY))
+        }
+        Next::ByPhase => Ok(Action::requeue(REQUEUE_PROGRESSING)),
+        Next::Fail(err) => Err(err),
+    }
+}
+
+/// Read, validate, resolve Secrets, build, apply and prune, observe.
+async fn pipeline(obj: &DynamicObject, ctx: &Context) -> Result<Verdict, Error> {
+    let ns = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
 
     // 1. read
     let cluster = match validate::parse(obj) {
         Ok(c) => c,
         Err(msg) => {
-            let outcome = Outcome::Invalid("InvalidObject", msg);
-            finish(
-                ctx,
-                obj,
-                previous.as_ref(),
-                generation,
-                &outcome,
-                None,
-                None,
-            )
-            .await?;
-            return Ok(Action::await_change());
+            return Ok(Verdict::stop(
+                Outcome::Invalid("InvalidObject", msg),
+                Next::AwaitChange,
+            ));
         }
     };
-
     // Paused: touch nothing but the status.
     if cluster.spec.paused {
-        finish(
-            ctx,
-            obj,
-            previous.as_ref(),
-            generation,
-            &Outcome::Paused,
-            None,
-            None,
-        )
-        .await?;
-        return Ok(Action::await_change());
+        return Ok(Verdict::stop(Outcome::Paused, Next::AwaitChange));
     }
 
     // 2. validate
     let problems = validate::validate(&cluster);
     if !problems.is_empty() {
-        let outcome = Outcome::Invalid("InvalidSpec", problems.join("; "));
-        finish(
-            ctx,
-            obj,
-            previous.as_ref(),
-            generation,
-            &outcome,
-            None,
-            None,
-        )
-        .await?;
-        return Ok(Action::await_change());
+        return Ok(Verdict::stop(
+            Outcome::Invalid("InvalidSpec", problems.join("; ")),
+            Next::AwaitChange,
+        ));
     }
     let c = ClusterRef::new(&cluster)?;
 
     // 3. secrets
     let (inputs, missing) = resolve_secrets(ctx, &c, obj).await?;
     if !missing.is_empty() {
-        let outcome = Outcome::MissingSecrets(missing);
-        finish(
-            ctx,
-            obj,
-            previous.as_ref(),
-            generation,
-            &outcome,
-            None,
-            None,
-        )
-        .await?;
-        return Ok(Action::requeue(REQUEUE_PROGRESSING));
+        return Ok(Verdict::stop(
+            Outcome::MissingSecrets(missing),
+            Next::Requeue(REQUEUE_PROGRESSING),
+        ));
     }
 
     // 4. build
     let desired = match build::build_all(&cluster, &inputs) {
         Ok(d) => d,
         Err(e) => {
-            let outcome = Outcome::Invalid("InvalidSpec", e.to_string());
-            finish(
-                ctx,
-                obj,
-                previous.as_ref(),
-                generation,
-                &outcome,
-                None,
-                None,
-            )
-            .await?;
-            return Ok(Action::await_change());
+            return Ok(Verdict::stop(
+                Outcome::Invalid("InvalidSpec", e.to_string()),
+                Next::AwaitChange,
+            ));
         }
     };
 
@@ -253,21 +268,21 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action, E
     let migration_job = desired
         .objects
         .iter()
-        .find(|d| d.resource.kind == "Job")
+        .find(|d| d.kind == ChildKind::Job)
         .map(|d| d.name())
         .unwrap_or_default();
     for d in &desired.objects {
-        let existing = observed.get(&d.resource.kind, &d.name());
+        let existing = observed.get(d.kind, &d.name());
         if !ctx.cache.needs_apply(&ns, d, existing) {
             continue;
         }
         let created = existing.is_none();
         match apply::apply(&ctx.client, &ns, d).await {
             Ok(applied) => {
-                metrics::applied(&d.resource.kind);
+                metrics::applied(d.kind.as_str());
                 ctx.cache.record(&ns, d, &applied);
                 tracing::info!(cluster = %format!("{ns}/{name}"), object = %d.key(), created, "applied");
-                if created && d.resource.kind == "Job" {
+                if created && d.kind == ChildKind::Job {
                     publish(
                         ctx,
                         obj,
@@ -277,65 +292,28 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action, E
                     )
                     .await;
                 }
-                observed.insert(&d.resource, applied);
+                observed.insert(d.kind, applied);
             }
-            Err(source) => {
-                let err = Error::Child {
-                    action: "applying",
-                    key: d.key(),
-                    source,
-                };
-                let outcome = Outcome::ApplyFailed(err.to_string());
-                finish(
-                    ctx,
-                    obj,
-                    previous.as_ref(),
-                    generation,
-                    &outcome,
-                    None,
-                    None,
-                )
-                .await?;
-                return Err(err);
-            }
+            Err(source) => return Ok(child_failed("applying", d.key(), source)),
         }
     }
     let uid = obj.metadata.uid.clone().unwrap_or_default();
-    let orphans: Vec<(ApiResource, String)> = apply::orphans(&desired.objects, &observed, &uid)
+    let orphans: Vec<(ChildKind, String)> = apply::orphans(&desired.objects, &observed, &uid)
         .into_iter()
-        .map(|(ar, o)| (ar.clone(), o.name_any()))
+        .map(|(kind, o)| (kind, o.name_any()))
         .collect();
-    for (ar, child) in &orphans {
-        let key = format!("{}/{child}", ar.kind);
-        if let Err(source) = apply::delete(&ctx.client, &ns, ar, child).await {
-            let err = Error::Child {
-                action: "deleting",
-                key,
-                source,
-            };
-            let outcome = Outcome::ApplyFailed(err.to_string());
-            finish(
-                ctx,
-                obj,
-                previous.as_ref(),
-                generation,
-                &outcome,
-                None,
-                None,
-            )
-            .await?;
-            return Err(err);
+    for (kind, child) in &orphans {
+        let key = format!("{kind}/{child}");
+        if let Err(source) = apply::delete(&ctx.client, &ns, *kind, child).await {
+            return Ok(child_failed("deleting", key, source));
         }
-        metrics::deleted(&ar.kind);
+        metrics::deleted(kind.as_str());
         ctx.cache.forget(&ns, &key);
-        observed.objects.remove(&key);
+        observed.remove(*kind, child);
         tracing::info!(cluster = %format!("{ns}/{name}"), object = %key, "deleted: no longer desired");
     }
     if !orphans.is_empty() {
-        let names: Vec<String> = orphans
-            .iter()
-            .map(|(ar, n)| format!("{}/{n}", ar.kind))
-            .collect();
+        let names: Vec<String> = orphans.iter().map(|(k, n)| format!("{k}/{n}")).collect();
         publish(
             ctx,
             obj,
@@ -346,24 +324,23 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action, E
         .await;
     }
 
-    // 6. status
-    let progress = status::progress(&c, &observed, &migration_job);
-    let endpoint = status::gateway_endpoint(&c, &observed);
-    let new = finish(
-        ctx,
-        obj,
-        previous.as_ref(),
-        generation,
-        &Outcome::Applied,
-        Some(&progress),
-        Some(endpoint),
-    )
-    .await?;
-    Ok(if new.phase.as_deref() == Some("Ready") {
-        Action::requeue(REQUEUE_READY)
-    } else {
-        Action::requeue(REQUEUE_PROGRESSING)
+    // 6. observe
+    Ok(Verdict {
+        outcome: Outcome::Applied,
+        progress: Some(status::progress(&c, &observed, &migration_job)),
+        endpoint: Some(status::gateway_endpoint(&c, &observed)),
+        next: Next::ByPhase,
     })
+}
+
+/// A child could not be applied or deleted: say so on the status, then back off.
+fn child_failed(action: &'static str, key: String, source: kube::Error) -> Verdict {
+    let err = Error::Child {
+        action,
+        key,
+        source,
+    };
+    Verdict::stop(Outcome::ApplyFailed(err.to_string()), Next::Fail(err))
 }
 
 /// Reads every Secret the pods need; creates the generated ones that are absent. Returns the

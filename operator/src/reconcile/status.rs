@@ -9,8 +9,9 @@ use kube::api::DynamicObject;
 use serde_json::Value;
 
 use super::apply::Observed;
-use super::build::{ClusterRef, Datastore};
+use super::build::{ChildKind, ClusterRef, Datastore};
 use crate::component::Component;
+use crate::component::ComponentExt as _;
 use crate::crd::{BeehiveClusterStatus, ComponentStatus, ServiceType};
 
 /// Condition types.
@@ -132,12 +133,12 @@ pub fn migration_state(job: Option<&DynamicObject>) -> Migration {
 /// Progress of a cluster's workloads as observed.
 pub fn progress(c: &ClusterRef<'_>, observed: &Observed, migration_job: &str) -> Progress {
     let mut p = Progress::default();
-    for comp in Component::ALL {
+    for comp in crate::component::ALL {
         let name = c.child_name(comp.name());
         let desired = comp.workload(&c.cluster.spec).replicas;
         let obj = observed
-            .get("Deployment", &name)
-            .or_else(|| observed.get("StatefulSet", &name));
+            .get(ChildKind::Deployment, &name)
+            .or_else(|| observed.get(ChildKind::StatefulSet, &name));
         let (st, done) = workload_status(comp.name(), desired, obj);
         if !done {
             p.waiting.push(format!(
@@ -150,7 +151,7 @@ pub fn progress(c: &ClusterRef<'_>, observed: &Observed, migration_job: &str) ->
         p.components.insert(comp.name().into(), st);
     }
     for ds in c.managed_datastores() {
-        let obj = observed.get("StatefulSet", &c.child_name(ds.name()));
+        let obj = observed.get(ChildKind::StatefulSet, &c.child_name(ds.name()));
         let (st, done) = workload_status(ds.name(), 1, obj);
         if !done {
             p.waiting.push(format!(
@@ -163,7 +164,7 @@ pub fn progress(c: &ClusterRef<'_>, observed: &Observed, migration_job: &str) ->
         p.components.insert(ds.name().into(), st);
     }
     let _ = Datastore::ALL;
-    p.migration = Some(migration_state(observed.get("Job", migration_job)));
+    p.migration = Some(migration_state(observed.get(ChildKind::Job, migration_job)));
     p
 }
 
@@ -184,7 +185,7 @@ pub fn gateway_endpoint(c: &ClusterRef<'_>, observed: &Observed) -> String {
         ServiceType::ClusterIP => internal,
         ServiceType::NodePort => {
             let port = observed
-                .get("Service", &c.child_name(Component::Gateway.name()))
+                .get(ChildKind::Service, &c.child_name(Component::Gateway.name()))
                 .and_then(|s| s.data["spec"]["ports"][0]["nodePort"].as_i64())
                 .or(spec.service.node_port.map(i64::from));
             match port {
@@ -194,7 +195,7 @@ pub fn gateway_endpoint(c: &ClusterRef<'_>, observed: &Observed) -> String {
         }
         ServiceType::LoadBalancer => {
             let lb = observed
-                .get("Service", &c.child_name(Component::Gateway.name()))
+                .get(ChildKind::Service, &c.child_name(Component::Gateway.name()))
                 .and_then(|s| {
                     let i = &s.data["status"]["loadBalancer"]["ingress"][0];
                     i["hostname"]
@@ -644,20 +645,20 @@ mod tests {
         let job = desired
             .objects
             .iter()
-            .find(|d| d.resource.kind == "Job")
+            .find(|d| d.kind == ChildKind::Job)
             .unwrap();
         let mut observed = Observed::default();
         for d in &desired.objects {
             let mut o = d.object.clone();
             o.metadata.generation = Some(1);
-            o.data["status"] = match d.resource.kind.as_str() {
-                "Deployment" | "StatefulSet" => {
+            o.data["status"] = match d.kind {
+                ChildKind::Deployment | ChildKind::StatefulSet => {
                     json!({"observedGeneration": 1, "replicas": 1, "readyReplicas": 1, "updatedReplicas": 1})
                 }
-                "Job" => json!({"succeeded": 1}),
+                ChildKind::Job => json!({"succeeded": 1}),
                 _ => json!({}),
             };
-            observed.insert(&d.resource, o);
+            observed.insert(d.kind, o);
         }
         let p = progress(&r, &observed, &job.name());
         assert!(p.waiting.is_empty(), "{:?}", p.waiting);
@@ -665,12 +666,12 @@ mod tests {
         assert_eq!(p.components["gateway"].ready_replicas, 1);
         assert_eq!(p.components["postgres"].ready_replicas, 1);
         // An old generation is not done yet.
-        let mut stale = observed.get("Deployment", "demo-auth").unwrap().clone();
+        let mut stale = observed
+            .get(ChildKind::Deployment, "demo-auth")
+            .unwrap()
+            .clone();
         stale.metadata.generation = Some(2);
-        observed.insert(
-            &desired.get("Deployment", "demo-auth").unwrap().resource,
-            stale,
-        );
+        observed.insert(ChildKind::Deployment, stale);
         let p = progress(&r, &observed, &job.name());
         assert_eq!(p.waiting, vec!["auth 1/1".to_string()]);
     }

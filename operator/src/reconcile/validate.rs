@@ -2,6 +2,7 @@
 //! at admission; this repeats them (API servers can be old, rules can be bypassed by a
 //! stored object written before a rule existed) and adds what CEL cannot express.
 
+use crate::component::ComponentExt as _;
 use kube::ResourceExt;
 use kube::api::DynamicObject;
 
@@ -65,7 +66,7 @@ pub fn validate(cluster: &BeehiveCluster) -> Vec<String> {
     if svc.node_port.is_some() && svc.type_ == ServiceType::ClusterIP {
         problems.push("spec.gateway.service.nodePort needs type NodePort or LoadBalancer".into());
     }
-    for comp in crate::component::Component::ALL {
+    for comp in crate::component::ALL {
         let w = comp.workload(spec);
         if w.replicas < 0 {
             problems.push(format!(

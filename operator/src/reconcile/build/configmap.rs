@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ConfigMap;
 
 use super::ClusterRef;
+use crate::component::ComponentExt as _;
 use crate::component::{ADMIN_PORT, Component, GATEWAY_HTTP_PORT};
 use crate::crd::LogFormat;
 
@@ -51,7 +52,7 @@ pub fn data(c: &ClusterRef<'_>) -> BTreeMap<String, String> {
         "BEEHIVE_DATABASE_MAX_CONNECTIONS",
         spec.database_max_connections.to_string(),
     );
-    for comp in Component::ALL {
+    for comp in crate::component::ALL {
         set(
             &format!("BEEHIVE_{}_ADDR", comp.env_name()),
             component_addr(c, comp),

@@ -99,11 +99,125 @@ impl Inputs {
     }
 }
 
+/// The kinds of object the operator creates for a cluster (and so may find and delete).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ChildKind {
+    /// Configuration of the components.
+    ConfigMap,
+    /// Storage of the managed datastores and the file component.
+    PersistentVolumeClaim,
+    /// Where components and clients reach each other.
+    Service,
+    /// The database migration.
+    Job,
+    /// The Beehive components.
+    Deployment,
+    /// The managed datastores.
+    StatefulSet,
+    /// Disruption budgets of the components.
+    PodDisruptionBudget,
+    /// Optional network isolation.
+    NetworkPolicy,
+    /// Optional external access to the gateway.
+    Ingress,
+    /// Optional Prometheus Operator scrape config; its CRD may be absent.
+    ServiceMonitor,
+}
+
+impl ChildKind {
+    /// Every kind, in the order children are listed.
+    pub const ALL: [ChildKind; 10] = [
+        ChildKind::ConfigMap,
+        ChildKind::PersistentVolumeClaim,
+        ChildKind::Service,
+        ChildKind::Job,
+        ChildKind::Deployment,
+        ChildKind::StatefulSet,
+        ChildKind::PodDisruptionBudget,
+        ChildKind::NetworkPolicy,
+        ChildKind::Ingress,
+        ChildKind::ServiceMonitor,
+    ];
+
+    /// The Kubernetes kind name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChildKind::ConfigMap => "ConfigMap",
+            ChildKind::PersistentVolumeClaim => "PersistentVolumeClaim",
+            ChildKind::Service => "Service",
+            ChildKind::Job => "Job",
+            ChildKind::Deployment => "Deployment",
+            ChildKind::StatefulSet => "StatefulSet",
+            ChildKind::PodDisruptionBudget => "PodDisruptionBudget",
+            ChildKind::NetworkPolicy => "NetworkPolicy",
+            ChildKind::Ingress => "Ingress",
+            ChildKind::ServiceMonitor => "ServiceMonitor",
+        }
+    }
+
+    /// Group, version and plural, for the dynamic API.
+    pub fn api_resource(self) -> ApiResource {
+        use k8s_openapi::api::{apps, batch, core, networking, policy};
+        match self {
+            ChildKind::ConfigMap => ApiResource::erase::<core::v1::ConfigMap>(&()),
+            ChildKind::PersistentVolumeClaim => {
+                ApiResource::erase::<core::v1::PersistentVolumeClaim>(&())
+            }
+            ChildKind::Service => ApiResource::erase::<core::v1::Service>(&()),
+            ChildKind::Job => ApiResource::erase::<batch::v1::Job>(&()),
+            ChildKind::Deployment => ApiResource::erase::<apps::v1::Deployment>(&()),
+            ChildKind::StatefulSet => ApiResource::erase::<apps::v1::StatefulSet>(&()),
+            ChildKind::PodDisruptionBudget => {
+                ApiResource::erase::<policy::v1::PodDisruptionBudget>(&())
+            }
+            ChildKind::NetworkPolicy => ApiResource::erase::<networking::v1::NetworkPolicy>(&()),
+            ChildKind::Ingress => ApiResource::erase::<networking::v1::Ingress>(&()),
+            ChildKind::ServiceMonitor => service_monitor::api_resource(),
+        }
+    }
+
+    /// Whether the API server may not serve this kind (an optional CRD), in which case the
+    /// cluster simply has none.
+    pub fn optional(self) -> bool {
+        self == ChildKind::ServiceMonitor
+    }
+}
+
+impl std::fmt::Display for ChildKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A typed Kubernetes object the builders produce, and the [`ChildKind`] it is.
+pub trait Child: kube::Resource<DynamicType = ()> + Serialize {
+    /// Its kind.
+    const KIND: ChildKind;
+}
+
+macro_rules! child_kinds {
+    ($($ty:ty => $kind:ident),* $(,)?) => {
+        $(impl Child for $ty { const KIND: ChildKind = ChildKind::$kind; })*
+    };
+}
+
+child_kinds! {
+    k8s_openapi::api::core::v1::ConfigMap => ConfigMap,
+    k8s_openapi::api::core::v1::PersistentVolumeClaim => PersistentVolumeClaim,
+    k8s_openapi::api::core::v1::Service => Service,
+    k8s_openapi::api::batch::v1::Job => Job,
+    k8s_openapi::api::apps::v1::Deployment => Deployment,
+    k8s_openapi::api::apps::v1::StatefulSet => StatefulSet,
+    k8s_openapi::api::policy::v1::PodDisruptionBudget => PodDisruptionBudget,
+    k8s_openapi::api::networking::v1::NetworkPolicy => NetworkPolicy,
+    k8s_openapi::api::networking::v1::Ingress => Ingress,
+}
+
 /// One object to apply.
 #[derive(Clone, Debug)]
 pub struct DesiredObject {
     /// Its kind.
-    pub resource: ApiResource,
+    pub kind: ChildKind,
     /// The object, with the spec-hash annotation set.
     pub object: DynamicObject,
 }
@@ -116,7 +230,7 @@ impl DesiredObject {
 
     /// `Kind/name`, for logs and tests.
     pub fn key(&self) -> String {
-        format!("{}/{}", self.resource.kind, self.name())
+        format!("{}/{}", self.kind, self.name())
     }
 
     /// The object as a typed resource (tests).
@@ -146,10 +260,10 @@ pub struct Desired {
 
 impl Desired {
     /// Finds an object by kind and name.
-    pub fn get(&self, kind: &str, name: &str) -> Option<&DesiredObject> {
+    pub fn get(&self, kind: ChildKind, name: &str) -> Option<&DesiredObject> {
         self.objects
             .iter()
-            .find(|o| o.resource.kind == kind && o.name() == name)
+            .find(|o| o.kind == kind && o.name() == name)
     }
 
     /// `Kind/name` of every object.
@@ -157,21 +271,15 @@ impl Desired {
         self.objects.iter().map(DesiredObject::key).collect()
     }
 
-    fn push<K>(&mut self, obj: &K) -> Result<(), BuildError>
-    where
-        K: kube::Resource<DynamicType = ()> + Serialize,
-    {
-        self.objects
-            .push(to_desired(&ApiResource::erase::<K>(&()), obj)?);
+    fn push<K: Child>(&mut self, obj: &K) -> Result<(), BuildError> {
+        self.objects.push(to_desired(K::KIND, obj)?);
         Ok(())
     }
 }
 
 /// Turns a typed object into a [`DesiredObject`], stamping the spec hash.
-pub fn to_desired<K: Serialize>(
-    resource: &ApiResource,
-    obj: &K,
-) -> Result<DesiredObject, BuildError> {
+pub fn to_desired<K: Serialize>(kind: ChildKind, obj: &K) -> Result<DesiredObject, BuildError> {
+    let resource = kind.api_resource();
     let value =
         serde_json::to_value(obj).map_err(|e| BuildError::Serialize(resource.kind.clone(), e))?;
     let hash = sha256_hex(value.to_string().as_bytes());
@@ -186,10 +294,7 @@ pub fn to_desired<K: Serialize>(
         .annotations
         .get_or_insert_with(BTreeMap::new)
         .insert(SPEC_HASH_ANNOTATION.into(), hash[..16].to_string());
-    Ok(DesiredObject {
-        resource: resource.clone(),
-        object,
-    })
+    Ok(DesiredObject { kind, object })
 }
 
 /// Lowercase hex SHA-256.
@@ -415,21 +520,21 @@ pub fn build_all(cluster: &BeehiveCluster, inputs: &Inputs) -> Result<Desired, B
         desired.push(&datastore::stateful_set(&c, ds))?;
     }
 
-    for comp in Component::ALL {
+    for comp in crate::component::ALL {
         desired.push::<Service>(&service::component(&c, comp))?;
     }
     desired.push::<Service>(&service::metrics(&c))?;
 
     desired.push(&job::migration(&c, &config, inputs)?)?;
 
-    for comp in Component::ALL {
+    for comp in crate::component::ALL {
         match workload::build(&c, comp, &config, inputs)? {
             workload::Workload::Deployment(d) => desired.push(&d)?,
             workload::Workload::StatefulSet(s) => desired.push(&s)?,
         }
     }
 
-    for comp in Component::ALL {
+    for comp in crate::component::ALL {
         if let Some(pdb) = pdb::build(&c, comp) {
             desired.push(&pdb)?;
         }
@@ -448,7 +553,7 @@ pub fn build_all(cluster: &BeehiveCluster, inputs: &Inputs) -> Result<Desired, B
     if let Some(sm) = service_monitor::build(&c) {
         desired
             .objects
-            .push(to_desired(&service_monitor::api_resource(), &sm)?);
+            .push(to_desired(ChildKind::ServiceMonitor, &sm)?);
     }
 
     Ok(desired)
@@ -521,9 +626,11 @@ pub(crate) mod tests {
             let d = build_all(&cluster("demo", spec), &Inputs::default()).unwrap();
             let mut pods = 0;
             for o in &d.objects {
-                let pod = match o.resource.kind.as_str() {
-                    "Deployment" => o.parse::<Deployment>().unwrap().spec.unwrap().template.spec,
-                    "StatefulSet" => {
+                let pod = match o.kind {
+                    ChildKind::Deployment => {
+                        o.parse::<Deployment>().unwrap().spec.unwrap().template.spec
+                    }
+                    ChildKind::StatefulSet => {
                         o.parse::<StatefulSet>()
                             .unwrap()
                             .spec
@@ -531,7 +638,7 @@ pub(crate) mod tests {
                             .template
                             .spec
                     }
-                    "Job" => o.parse::<Job>().unwrap().spec.unwrap().template.spec,
+                    ChildKind::Job => o.parse::<Job>().unwrap().spec.unwrap().template.spec,
                     _ => continue,
                 };
                 pod::tests::assert_restricted(&pod.unwrap());
@@ -561,7 +668,7 @@ pub(crate) mod tests {
         let c2 = cluster("demo", spec);
         let changed = build_all(&c2, &Inputs::default()).unwrap();
         let gw = |d: &Desired| {
-            d.get("Deployment", "demo-gateway")
+            d.get(ChildKind::Deployment, "demo-gateway")
                 .unwrap()
                 .spec_hash()
                 .unwrap()
@@ -569,7 +676,7 @@ pub(crate) mod tests {
         };
         assert_ne!(gw(&a), gw(&changed));
         let auth = |d: &Desired| {
-            d.get("Deployment", "demo-auth")
+            d.get(ChildKind::Deployment, "demo-auth")
                 .unwrap()
                 .spec_hash()
                 .unwrap()

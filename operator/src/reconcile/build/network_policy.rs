@@ -11,6 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{APP_NAME, ClusterRef, labels};
+use crate::component::ComponentExt as _;
 use crate::component::{ADMIN_PORT, Component};
 
 fn instance_selector(c: &ClusterRef<'_>) -> LabelSelector {

@@ -7,6 +7,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::ClusterRef;
 use crate::component::Component;
+use crate::component::ComponentExt as _;
 
 /// The PDB of a component, when it has more than one replica.
 pub fn build(c: &ClusterRef<'_>, comp: Component) -> Option<PodDisruptionBudget> {

@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use super::datastore::{Datastore, resources};
 use super::{BuildError, CONFIG_HASH_ANNOTATION, ClusterRef, Inputs, labels};
+use crate::component::ComponentExt as _;
 use crate::component::{ADMIN_PORT, Component};
 use crate::crd::{SearchBackend, SecretKeyRef};
 
@@ -542,7 +543,7 @@ pub(crate) mod tests {
 
     #[test]
     fn every_component_pod_is_restricted_and_probed() {
-        for comp in Component::ALL {
+        for comp in crate::component::ALL {
             let t = template(BeehiveClusterSpec::default(), comp, &Inputs::default());
             let pod = t.spec.unwrap();
             assert_restricted(&pod);

@@ -6,6 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{APP_NAME, ClusterRef, labels};
+use crate::component::ComponentExt as _;
 use crate::component::{ADMIN_PORT, Component};
 use crate::crd::{ServiceType, TrafficPolicy};
 
@@ -112,7 +113,7 @@ mod tests {
             .insert("a".into(), "b".into());
         let c = cluster("demo", spec);
         let r = ClusterRef::new(&c).unwrap();
-        for comp in Component::ALL {
+        for comp in crate::component::ALL {
             let s = component(&r, comp);
             let spec = s.spec.unwrap();
             if comp.is_grpc() {

@@ -16,6 +16,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::pod::component_template;
 use super::{BuildError, ClusterRef, Inputs};
 use crate::component::Component;
+use crate::component::ComponentExt as _;
 use crate::crd::{SearchBackend, VolumeAccessMode};
 
 /// A component's workload.
