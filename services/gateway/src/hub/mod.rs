@@ -427,6 +427,53 @@ mod tests {
         }
     }
 
+    /// A hub whose presence service cannot be reached (nothing listens on port 1).
+    fn hub_without_presence() -> Arc<Hub> {
+        let map = [(
+            "BEEHIVE_PRESENCE_ADDR".to_owned(),
+            "http://127.0.0.1:1".to_owned(),
+        )]
+        .into();
+        let (settings, _) = beehive_common::Settings::from_map(&map).expect("settings");
+        let shutdown = Shutdown::new();
+        let clients = Clients::connect(&settings, &shutdown).expect("clients");
+        let verifier = Arc::new(TokenVerifier::new(
+            clients.auth_for_verifier(),
+            Duration::from_secs(60),
+        ));
+        let config = crate::config::WsConfig::from_settings(&settings);
+        Hub::start("test".to_owned(), &clients, verifier, config, &shutdown)
+    }
+
+    #[tokio::test]
+    async fn a_failed_registration_leaves_nothing_behind() {
+        let hub = hub_without_presence();
+        let registered = hub
+            .register(
+                Uuid::now_v7(),
+                "session".to_owned(),
+                Some("phone".to_owned()),
+            )
+            .await;
+        let Err(error) = registered else {
+            panic!("registered without a presence service");
+        };
+        assert_eq!(error.code(), beehive_common::ErrorCode::Unavailable);
+        // The guard removed the socket and queued its unregistration (presence may
+        // have stored it before the call failed).
+        assert_eq!((hub.connections(), hub.users()), (0, 0));
+        assert!(hub.unregister_pending.load(Ordering::Acquire) <= 1);
+    }
+
+    #[tokio::test]
+    async fn no_registration_during_shutdown() {
+        let hub = hub_without_presence();
+        hub.shutdown.trigger();
+        let registered = hub.register(Uuid::now_v7(), "s".to_owned(), None).await;
+        assert!(matches!(registered, Err(Error::Unavailable(_))));
+        assert_eq!(hub.connections(), 0);
+    }
+
     #[test]
     fn message_reaches_every_device_but_the_senders_own() {
         let registry = Registry::new(4);

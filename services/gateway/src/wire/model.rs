@@ -173,8 +173,9 @@ impl From<pb::FriendRequest> for FriendRequest {
     }
 }
 
-/// `POST /messages` body and WebSocket `send` data: exactly one of `conversation_id`
-/// and `to_user_id`.
+// Also the data of the WebSocket `send` frame (one shape for both transports). Kept
+// out of the doc comment, which is the OpenAPI description.
+/// `POST /messages` body: exactly one of `conversation_id` and `to_user_id`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct SendRequest {
     /// The client's idempotency key: sending twice with the same one returns the first
