@@ -58,39 +58,33 @@ pub async fn sync(
     Ok(response)
 }
 
-/// Records delivery up to `seq`; other members get a `receipt` frame.
-pub async fn mark_delivered(
-    clients: &Clients,
-    user_id: &str,
-    conversation_id: String,
-    seq: u64,
-) -> Result<(), Error> {
-    clients
-        .mark_delivered(pb::MarkRequest {
-            user_id: user_id.to_owned(),
-            conversation_id,
-            seq,
-        })
-        .await
-        .map(|_| ())
+/// Which of a member's positions a mark moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkKind {
+    /// Delivered up to a seq (the WebSocket `delivered`).
+    Delivered,
+    /// Read up to a seq (the WebSocket `read`, `POST /conversations/{id}/read`).
+    Read,
 }
 
-/// Moves `user_id`'s read position up to `seq` (never down); other members get a
-/// `receipt` frame.
-pub async fn mark_read(
+/// Moves `user_id`'s delivered or read position up to `seq` (never down); other
+/// members get a `receipt` frame.
+pub async fn mark(
     clients: &Clients,
     user_id: &str,
+    kind: MarkKind,
     conversation_id: String,
     seq: u64,
 ) -> Result<(), Error> {
-    clients
-        .mark_read(pb::MarkRequest {
-            user_id: user_id.to_owned(),
-            conversation_id,
-            seq,
-        })
-        .await
-        .map(|_| ())
+    let request = pb::MarkRequest {
+        user_id: user_id.to_owned(),
+        conversation_id,
+        seq,
+    };
+    match kind {
+        MarkKind::Delivered => clients.mark_delivered(request).await.map(|_| ()),
+        MarkKind::Read => clients.mark_read(request).await.map(|_| ()),
+    }
 }
 
 /// Tells the other online members that `user_id` is typing.

@@ -334,6 +334,7 @@ pub async fn read(
     ApiJson(body): ApiJson<ReadRequest>,
 ) -> Result<StatusCode, Error> {
     validate::check_id("id", &id)?;
-    app::conversations::mark_read(&state.clients, &claims.user_id, id, body.seq).await?;
+    let read = app::conversations::MarkKind::Read;
+    app::conversations::mark(&state.clients, &claims.user_id, read, id, body.seq).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -9,6 +9,7 @@
 use axum::extract::ws::Utf8Bytes;
 
 use crate::app;
+use crate::app::conversations::MarkKind;
 use crate::hub::Hub;
 use crate::hub::registry::Conn;
 use crate::wire::frame::{self, ClientFrame, Request};
@@ -33,12 +34,14 @@ pub(crate) async fn handle(hub: &Hub, conn: &Conn, request: Request) -> Vec<Utf8
                 frames
             }),
         ClientFrame::Delivered(mark) => {
-            app::conversations::mark_delivered(clients, &user_id, mark.conversation_id, mark.seq)
+            let (conversation_id, seq) = (mark.conversation_id, mark.seq);
+            app::conversations::mark(clients, &user_id, MarkKind::Delivered, conversation_id, seq)
                 .await
                 .map(|()| Vec::new())
         }
         ClientFrame::Read(mark) => {
-            app::conversations::mark_read(clients, &user_id, mark.conversation_id, mark.seq)
+            let (conversation_id, seq) = (mark.conversation_id, mark.seq);
+            app::conversations::mark(clients, &user_id, MarkKind::Read, conversation_id, seq)
                 .await
                 .map(|()| Vec::new())
         }
