@@ -1,6 +1,7 @@
 //! REST request parsing: arbitrary method, path, query, headers and body through the
 //! gateway's own extractors (`ApiJson`, `OptionalApiJson`, `ApiQuery`, `ApiPath`), its
-//! validators (`model::check_id`, `id_list`, `page`, `parse_msg_type`), request-id
+//! validators (`app::validate::check_id`, `id_list`, `page`, the core's send rules
+//! `app::messages::validate_send`), request-id
 //! middleware, body limit and 404/405 fallbacks, and the trusted-proxy client IP.
 //! Handlers stop where the real ones would make a gRPC call, so no network is needed.
 //!
@@ -20,7 +21,9 @@ use axum::routing::{delete, get, patch, post};
 use beehive_common::Error;
 use beehive_common::config::IpNet;
 use beehive_gateway::http::{self as gw, ApiJson, ApiPath, ApiQuery, OptionalApiJson};
-use beehive_gateway::rest::{auth, conversations, friends, messages, model, presence, users};
+use beehive_gateway::app::{self, validate};
+use beehive_gateway::rest::{auth, conversations, friends, presence, users};
+use beehive_gateway::wire::model::SendRequest;
 use http::{HeaderMap, HeaderValue, Method, Request};
 use http_body_util::BodyExt;
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
@@ -38,75 +41,72 @@ fn router() -> Router {
         .route("/api/v1/users/me", patch(|ApiJson(_): ApiJson<users::UpdateProfileRequest>| async { Ok::<_, Error>("ok") }))
         .route("/api/v1/users/me/password", post(|ApiJson(_): ApiJson<users::ChangePasswordRequest>| async { Ok::<_, Error>("ok") }))
         .route("/api/v1/users", get(|ApiQuery(q): ApiQuery<users::BatchQuery>| async move {
-            model::id_list("ids", q.ids.as_deref().unwrap_or(""), 200)?;
+            validate::id_list("ids", q.ids.as_deref().unwrap_or(""), 200)?;
             Ok::<_, Error>("ok")
         }))
         .route("/api/v1/users/search", get(|ApiQuery(q): ApiQuery<users::SearchQuery>| async move {
-            model::page(q.limit, q.cursor)?;
+            validate::page(q.limit, q.cursor)?;
             Ok::<_, Error>("ok")
         }))
         .route("/api/v1/users/{id}", get(|ApiPath(id): ApiPath<String>| async move {
-            model::check_id("id", &id)?;
+            validate::check_id("id", &id)?;
             Ok::<_, Error>("ok")
         }))
         .route("/api/v1/friends/requests", post(|ApiJson(b): ApiJson<friends::SendRequest>| async move {
-            model::check_id("to_user_id", &b.to_user_id)?;
+            validate::check_id("to_user_id", &b.to_user_id)?;
             Ok::<_, Error>("ok")
         }).get(|ApiQuery(q): ApiQuery<friends::RequestsQuery>| async move {
-            model::page(q.limit, q.cursor)?;
+            validate::page(q.limit, q.cursor)?;
             Ok::<_, Error>("ok")
         }))
         .route("/api/v1/friends/requests/{id}/accept", post(|ApiPath(id): ApiPath<String>| async move {
-            model::check_id("id", &id)?;
+            validate::check_id("id", &id)?;
             Ok::<_, Error>("ok")
         }))
         .route("/api/v1/friends/{user_id}", delete(|ApiPath(id): ApiPath<String>| async move {
-            model::check_id("user_id", &id)?;
+            validate::check_id("user_id", &id)?;
             Ok::<_, Error>("ok")
         }))
         .route("/api/v1/groups", post(|ApiJson(_): ApiJson<conversations::CreateGroupRequest>| async { Ok::<_, Error>("ok") }))
         .route("/api/v1/groups/{id}", patch(|ApiPath(id): ApiPath<String>, ApiJson(_): ApiJson<conversations::UpdateGroupRequest>| async move {
-            model::check_id("id", &id)?;
+            validate::check_id("id", &id)?;
             Ok::<_, Error>("ok")
         }))
         .route("/api/v1/groups/{id}/members", post(|ApiPath(id): ApiPath<String>, ApiJson(b): ApiJson<conversations::AddMembersRequest>| async move {
-            model::check_id("id", &id)?;
+            validate::check_id("id", &id)?;
             for user in &b.user_ids {
-                model::check_id("user_ids", user)?;
+                validate::check_id("user_ids", user)?;
             }
             Ok::<_, Error>("ok")
         }))
         .route("/api/v1/groups/{id}/members/{user_id}", delete(|ApiPath((id, user)): ApiPath<(String, String)>| async move {
-            model::check_id("id", &id)?;
-            model::check_id("user_id", &user)?;
+            validate::check_id("id", &id)?;
+            validate::check_id("user_id", &user)?;
             Ok::<_, Error>("ok")
         }))
         .route("/api/v1/conversations", get(|ApiQuery(q): ApiQuery<conversations::PageQuery>| async move {
-            model::page(q.limit, q.cursor)?;
+            validate::page(q.limit, q.cursor)?;
             Ok::<_, Error>("ok")
         }))
         .route("/api/v1/conversations/{id}/messages", get(|ApiPath(id): ApiPath<String>, ApiQuery(_): ApiQuery<conversations::HistoryQuery>| async move {
-            model::check_id("id", &id)?;
+            validate::check_id("id", &id)?;
             Ok::<_, Error>("ok")
         }))
         .route("/api/v1/conversations/{id}/read", post(|ApiPath(id): ApiPath<String>, ApiJson(_): ApiJson<conversations::ReadRequest>| async move {
-            model::check_id("id", &id)?;
+            validate::check_id("id", &id)?;
             Ok::<_, Error>("ok")
         }))
-        .route("/api/v1/messages", post(|ApiJson(b): ApiJson<messages::SendRequest>| async move {
-            model::parse_msg_type(&b.msg_type).ok_or_else(|| Error::invalid("msg_type", "bad msg_type"))?;
-            if let Some(id) = &b.conversation_id {
-                model::check_id("conversation_id", id)?;
-            }
+        .route("/api/v1/messages", post(|ApiJson(b): ApiJson<SendRequest>| async move {
+            app::messages::validate_send(b.into())?;
             Ok::<_, Error>("ok")
         }))
         .route("/api/v1/presence", get(|ApiQuery(q): ApiQuery<presence::PresenceQuery>| async move {
-            model::id_list("user_ids", q.user_ids.as_deref().unwrap_or(""), 200)?;
+            validate::id_list("user_ids", q.user_ids.as_deref().unwrap_or(""), 200)?;
             Ok::<_, Error>("ok")
         }))
         .fallback(gw::not_found)
         .method_not_allowed_fallback(gw::method_not_allowed)
-        .layer(DefaultBodyLimit::max(gw::MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(app::limits::MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(gw::request_context))
 }
 

@@ -1,13 +1,13 @@
-//! The gateway's WebSocket frame decoder (`ws::frame::parse`) on arbitrary text: it
+//! The gateway's WebSocket frame decoder (`wire::frame::parse`) on arbitrary text: it
 //! must never panic, every accepted frame must satisfy the limits and canonical forms
 //! the rest of the gateway relies on, and every rejection must encode into a valid
 //! `error` frame with a client error code and a bounded message.
 
 #![no_main]
 
-use beehive_gateway::ws::frame::{
-    self, ClientFrame, MAX_CLIENT_MSG_ID_BYTES, MAX_CONTENT_BYTES, Rejection, SYNC_LIMIT, Target,
-};
+use beehive_gateway::app::limits::{MAX_CLIENT_MSG_ID_CHARS, MAX_CONTENT_BYTES, SYNC_LIMIT};
+use beehive_gateway::app::messages::Target;
+use beehive_gateway::wire::frame::{self, ClientFrame, Rejection};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
@@ -51,11 +51,12 @@ fuzz_target!(|data: &[u8]| {
         Ok(request) => {
             match &request.frame {
                 ClientFrame::Send(send) => {
-                    let n = send.client_msg_id.len();
+                    let n = send.client_msg_id.chars().count();
                     assert!(
-                        (1..=MAX_CLIENT_MSG_ID_BYTES).contains(&n),
-                        "client_msg_id of {n} bytes"
+                        (1..=MAX_CLIENT_MSG_ID_CHARS).contains(&n),
+                        "client_msg_id of {n} characters"
                     );
+                    assert!(!send.client_msg_id.chars().any(char::is_control));
                     assert!(send.content.len() <= MAX_CONTENT_BYTES);
                     match &send.target {
                         Target::Conversation(id) | Target::User(id) => canonical_uuid(id),
@@ -78,6 +79,7 @@ fuzz_target!(|data: &[u8]| {
                     canonical_uuid(&mark.conversation_id)
                 }
                 ClientFrame::Typing { conversation_id } => canonical_uuid(conversation_id),
+                ClientFrame::GetPresence { .. } => {}
                 ClientFrame::Ping => {}
             }
             // Replies echo the client's id: whatever it was, the reply is valid JSON

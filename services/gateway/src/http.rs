@@ -18,8 +18,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
-/// Largest accepted JSON request body (API.md).
-pub const MAX_BODY_BYTES: usize = 1 << 20;
+use crate::app::limits::MAX_BODY_BYTES;
 
 /// The request id header, read from clients and echoed on every response.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -3,14 +3,30 @@
 //! It serves the REST API and WebSocket connections on the public HTTP port
 //! (`Settings.http_addr`), authenticates every request locally (see [`auth`]), and
 //! turns requests into gRPC calls to the services. It holds no data of its own.
+//!
+//! The modules, from the core outwards (DESIGN.md, "The gateway"):
+//! - [`app`]: the transport-independent core, one function per use case; every rule
+//!   (limits, friendship, visibility) lives there once;
+//! - [`clients`]: the typed gRPC methods the core and the hub call;
+//! - [`wire`]: frames and JSON views, what travels to and from clients;
+//! - [`hub`]: live sockets, their outboxes and registration; an event sink;
+//! - [`push`]: the event consumer, RabbitMQ into any event sink;
+//! - [`rest`] and [`ws`]: the two transports, thin adapters over [`app`];
+//! - [`auth`], [`http`], [`ratelimit`], [`state`], [`config`]: the HTTP plumbing.
+//!
+//! Only this root wires the hub to the consumer: neither knows the other.
 
+pub mod app;
 pub mod auth;
+pub mod clients;
+pub mod config;
 pub mod http;
+pub mod hub;
 pub mod push;
 pub mod ratelimit;
 pub mod rest;
-mod rpc;
 pub mod state;
+pub mod wire;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -22,29 +38,46 @@ use beehive_common::admin::{Readiness, ReadinessCheck};
 use beehive_common::{Bound, Component, ComponentError, Context};
 
 use crate::auth::TokenVerifier;
+use crate::clients::Clients;
+use crate::config::GatewayConfig;
+use crate::hub::Hub;
+use crate::push::Consumer;
 use crate::ratelimit::RateLimiter;
-use crate::state::{AppState, Clients};
+use crate::state::AppState;
 
 /// Binds the gateway on `listener` (the public HTTP port): builds the state, starts
-/// the verifier and the WebSocket hub, and returns the serving future, which stops
-/// accepting on shutdown and lets in-flight requests finish.
+/// the verifier, declares this instance's event queue (so nothing routed here after a
+/// socket registers can be lost for want of a queue; fails when RabbitMQ cannot be
+/// reached), starts the hub and the consumer feeding it, and returns the serving
+/// future, which stops accepting on shutdown and lets in-flight requests finish.
 pub async fn bind(
     ctx: &Context,
     listener: tokio::net::TcpListener,
 ) -> Result<Bound, ComponentError> {
     let failed = |e: std::io::Error| ComponentError::failed(Component::Gateway, e);
     let addr = listener.local_addr().map_err(failed)?;
-    let settings = Arc::new(ctx.settings.clone());
-    let clients = Clients::connect(&settings, &ctx.shutdown)?;
+    let settings = &ctx.settings;
+    let config = Arc::new(GatewayConfig::from_settings(settings));
+    let clients = Clients::connect(settings, &ctx.shutdown)?;
     let redis = ctx.infra.redis().await?;
-    let verifier = TokenVerifier::start(&settings, clients.auth.clone(), &ctx.shutdown)
+    let verifier = TokenVerifier::start(settings, clients.auth_for_verifier(), &ctx.shutdown)
         .map_err(|e| ComponentError::failed(Component::Gateway, e))?;
-    let hub = ws::Hub::start(ctx, &clients, verifier.clone()).await?;
+    let consumer = Consumer::connect(settings)
+        .await
+        .map_err(|e| ComponentError::failed(Component::Gateway, e))?;
+    let hub = Hub::start(
+        config.instance_id.clone(),
+        &clients,
+        verifier.clone(),
+        config.ws.clone(),
+        &ctx.shutdown,
+    );
+    tokio::spawn(consumer.run(hub.clone(), ctx.shutdown.clone()));
     let drain = hub.clone();
     let limiter = Arc::new(RateLimiter::new(
         redis.clone(),
-        &settings.installation,
-        settings.rate_limits,
+        &config.installation,
+        config.rate_limits,
     ));
 
     let verifier_ready = verifier.clone();
@@ -63,13 +96,12 @@ pub async fn bind(
     ];
 
     let state = AppState {
-        settings: settings.clone(),
+        config,
         clients,
         verifier,
         hub,
         redis,
         limiter,
-        retry: beehive_common::grpc::Retry::default(),
     };
     let app = app(state, readiness.clone());
 
@@ -109,14 +141,14 @@ pub async fn bind(
 pub fn app(state: AppState, readiness: Vec<ReadinessCheck>) -> Router {
     let mut ready = Readiness::new();
     ready.extend(readiness);
-    let cors = rest::cors_layer(&state.settings.cors_origins);
+    let cors = rest::cors_layer(&state.config.cors_origins);
     rest::router()
         .merge(ws::routes())
         .merge(beehive_common::admin::health_routes(ready))
         .fallback(http::not_found)
         // Must come after every route: it applies to the routes registered so far.
         .method_not_allowed_fallback(http::method_not_allowed)
-        .layer(DefaultBodyLimit::max(http::MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(app::limits::MAX_BODY_BYTES))
         .layer(tower::util::option_layer(cors))
         .layer(axum::middleware::from_fn(http::request_context))
         .with_state(state)

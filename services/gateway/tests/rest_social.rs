@@ -2,114 +2,36 @@
 //! (API.md) over HTTP against every real service (user, auth, social, message,
 //! presence) started in-process, over real PostgreSQL, Redis and RabbitMQ.
 
-use std::net::SocketAddr;
-use std::time::Duration;
+mod common;
 
-use beehive_common::component::{Context, Infra};
-use beehive_common::{Component, Shutdown};
+use beehive_common::Component;
 use beehive_proto::v1 as pb;
-use beehive_testkit::TestEnv;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+/// The shared harness's cluster, one gateway, with accounts registered over REST.
 struct Cluster {
-    _env: TestEnv,
-    base: String,
-    presence_addr: SocketAddr,
+    inner: common::Cluster,
     http: reqwest::Client,
-    shutdown: Shutdown,
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-    }
-}
-
-#[derive(Clone, Debug)]
-struct Account {
-    id: String,
-    token: String,
-}
-
-async fn listener() -> (tokio::net::TcpListener, SocketAddr) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr");
-    (l, addr)
-}
+type Account = common::User;
 
 async fn start() -> Cluster {
-    let env = TestEnv::new(&[
-        &beehive_user::MIGRATOR,
-        &beehive_auth::MIGRATOR,
-        &beehive_social::MIGRATOR,
-        &beehive_message::MIGRATOR,
-    ])
-    .await;
-    let mut settings = env.settings.clone();
-    let components = [
-        Component::User,
-        Component::Auth,
-        Component::Social,
-        Component::Message,
-        Component::Presence,
-    ];
-    let mut listeners = Vec::new();
-    let mut presence_addr = None;
-    for component in components {
-        let (l, addr) = listener().await;
-        settings.set_component_addr(component, format!("http://{addr}"));
-        if component == Component::Presence {
-            presence_addr = Some(addr);
-        }
-        listeners.push((component, l));
-    }
-    let (gw_l, gw_addr) = listener().await;
-    let shutdown = Shutdown::new();
-    let ctx = Context {
-        settings: settings.clone(),
-        infra: Infra::new(settings.clone()),
-        shutdown: shutdown.clone(),
-    };
-    for (component, l) in listeners {
-        let bound = match component {
-            Component::User => beehive_user::bind(&ctx, l).await,
-            Component::Auth => beehive_auth::bind(&ctx, l).await,
-            Component::Social => beehive_social::bind(&ctx, l).await,
-            Component::Message => beehive_message::bind(&ctx, l).await,
-            Component::Presence => beehive_presence::bind(&ctx, l).await,
-            other => unreachable!("{other} is not started here"),
-        }
-        .unwrap_or_else(|e| panic!("{component} binds: {e}"));
-        tokio::spawn(bound.serve);
-    }
-    let gateway = beehive_gateway::bind(&ctx, gw_l)
-        .await
-        .expect("gateway binds");
-    tokio::spawn(gateway.serve);
-    let cluster = Cluster {
-        _env: env,
-        base: format!("http://{gw_addr}"),
-        presence_addr: presence_addr.expect("presence address"),
+    Cluster {
+        inner: common::Cluster::start(1).await,
         http: reqwest::Client::new(),
-        shutdown,
-    };
-    for _ in 0..500 {
-        if let Ok(r) = cluster.http.get(cluster.url("/readyz")).send().await
-            && r.status() == StatusCode::OK
-        {
-            return cluster;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("gateway never became ready");
 }
 
 impl Cluster {
     fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
+        format!("http://{}{}", self.inner.gw(0), path)
+    }
+
+    /// The presence service's address (tests register connections there directly).
+    fn presence_addr(&self) -> &str {
+        self.inner.settings.component_addr(Component::Presence)
     }
 
     async fn call(
@@ -119,22 +41,7 @@ impl Cluster {
         body: Option<Value>,
         who: &Account,
     ) -> (StatusCode, Value) {
-        let mut request = self
-            .http
-            .request(method, self.url(path))
-            .bearer_auth(&who.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status();
-        let text = response.text().await.expect("body");
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"))
-        };
-        (status, body)
+        common::rest(self.inner.gw(0), who, method, path, body).await
     }
 
     async fn get(&self, path: &str, who: &Account) -> (StatusCode, Value) {
@@ -162,7 +69,9 @@ impl Cluster {
         let body: Value = response.json().await.expect("json");
         Account {
             id: body["user"]["id"].as_str().expect("id").to_owned(),
+            username: name,
             token: body["access_token"].as_str().expect("token").to_owned(),
+            session_id: String::new(),
         }
     }
 
@@ -657,7 +566,7 @@ async fn presence_is_visible_to_friends_and_conversation_peers_only() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
 
     // Everyone but ann has a connected device, registered as a gateway would.
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", c.presence_addr))
+    let channel = tonic::transport::Channel::from_shared(c.presence_addr().to_owned())
         .expect("uri")
         .connect()
         .await

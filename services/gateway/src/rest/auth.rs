@@ -13,9 +13,9 @@ use utoipa::ToSchema;
 
 use crate::auth::AuthUser;
 use crate::http::{ApiJson, ClientIp, OptionalApiJson};
-use crate::rest::limits::{Limited, LoginLimit, RegisterLimit, SendCodeLimit};
-use crate::rest::model::{ErrorResponse, User};
+use crate::rest::rate_limited::{Limited, LoginLimit, RegisterLimit, SendCodeLimit};
 use crate::state::AppState;
+use crate::wire::model::{ErrorResponse, User};
 
 /// Longest `User-Agent` recorded on a session.
 const MAX_USER_AGENT: usize = 256;
@@ -148,8 +148,9 @@ pub async fn send_code(
     _: Limited<SendCodeLimit>,
     ApiJson(body): ApiJson<SendCodeRequest>,
 ) -> Result<StatusCode, Error> {
-    let mut user = state.clients.user.clone();
-    user.send_verification_code(pb::SendVerificationCodeRequest { email: body.email })
+    state
+        .clients
+        .send_verification_code(pb::SendVerificationCodeRequest { email: body.email })
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -167,8 +168,8 @@ pub async fn register(
     headers: HeaderMap,
     ApiJson(body): ApiJson<RegisterRequest>,
 ) -> Result<Response, Error> {
-    let mut auth = state.clients.auth.clone();
-    let response = auth
+    let response = state
+        .clients
         .register(pb::AuthRegisterRequest {
             username: body.username,
             password: body.password,
@@ -177,8 +178,7 @@ pub async fn register(
             nickname: body.nickname,
             client: Some(client_info(ip, &headers)),
         })
-        .await?
-        .into_inner();
+        .await?;
     Ok((StatusCode::CREATED, Json(session_response(response)?)).into_response())
 }
 
@@ -195,15 +195,14 @@ pub async fn login(
     headers: HeaderMap,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Json<SessionResponse>, Error> {
-    let mut auth = state.clients.auth.clone();
-    let response = auth
+    let response = state
+        .clients
         .login(pb::LoginRequest {
             login: body.login,
             password: body.password,
             client: Some(client_info(ip, &headers)),
         })
-        .await?
-        .into_inner();
+        .await?;
     Ok(Json(session_response(response)?))
 }
 
@@ -222,14 +221,13 @@ pub async fn refresh(
     if body.refresh_token.is_empty() || body.refresh_token.len() > 1024 {
         return Err(Error::unauthenticated());
     }
-    let mut auth = state.clients.auth.clone();
-    let response = auth
+    let response = state
+        .clients
         .refresh(pb::RefreshRequest {
             refresh_token: body.refresh_token,
             client: Some(client_info(ip, &headers)),
         })
-        .await?
-        .into_inner();
+        .await?;
     Ok(Json(TokenResponse {
         access_token: response.access_token,
         refresh_token: response.refresh_token,
@@ -251,12 +249,13 @@ pub async fn logout(
 ) -> Result<StatusCode, Error> {
     // The access token names the session; a refresh token in the body belongs to the
     // same session (or is ignored), so revoking by session covers both.
-    let mut auth = state.clients.auth.clone();
-    auth.logout(pb::LogoutRequest {
-        session_id: claims.session_id.clone(),
-        user_id: claims.user_id,
-    })
-    .await?;
+    state
+        .clients
+        .logout(pb::LogoutRequest {
+            session_id: claims.session_id.clone(),
+            user_id: claims.user_id,
+        })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -264,11 +263,10 @@ pub async fn logout(
 #[utoipa::path(get, path = "/api/v1/auth/jwks.json", tag = "auth",
     responses((status = 200, body = JwkSet)))]
 pub async fn jwks(State(state): State<AppState>) -> Result<Response, Error> {
-    let mut auth = state.clients.auth.clone();
-    let response = auth
+    let response = state
+        .clients
         .list_signing_keys(pb::ListSigningKeysRequest {})
-        .await?
-        .into_inner();
+        .await?;
     let keys = response
         .keys
         .into_iter()

@@ -3,7 +3,6 @@
 //! service). Non-members get 404 for a conversation and everything under it; the
 //! message service answers that way.
 
-use crate::rpc::rpc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -13,10 +12,11 @@ use beehive_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::app::{self, validate};
 use crate::auth::AuthUser;
 use crate::http::{ApiJson, ApiPath, ApiQuery};
-use crate::rest::model::{self, Conversation, ConversationResponse, ErrorResponse, Message};
 use crate::state::AppState;
+use crate::wire::model::{Conversation, ConversationResponse, ErrorResponse, Message};
 
 /// Most user ids accepted in one request (API.md's group size limit).
 const MAX_MEMBERS: usize = 2000;
@@ -100,7 +100,7 @@ fn check_ids(field: &str, ids: &[String]) -> Result<(), Error> {
             format!("{field} lists more than {MAX_MEMBERS} users"),
         ));
     }
-    ids.iter().try_for_each(|id| model::check_id(field, id))
+    ids.iter().try_for_each(|id| validate::check_id(field, id))
 }
 
 fn conversation(response: pb::ConversationResponse) -> Result<Json<ConversationResponse>, Error> {
@@ -120,15 +120,14 @@ pub async fn create_group(
     ApiJson(body): ApiJson<CreateGroupRequest>,
 ) -> Result<Response, Error> {
     check_ids("member_ids", &body.member_ids)?;
-    let mut message = state.clients.message.clone();
-    let response = message
+    let response = state
+        .clients
         .create_group(pb::CreateGroupRequest {
             owner_id: claims.user_id,
             name: body.name,
             member_ids: body.member_ids,
         })
-        .await?
-        .into_inner();
+        .await?;
     Ok((StatusCode::CREATED, conversation(response)?).into_response())
 }
 
@@ -144,17 +143,16 @@ pub async fn update_group(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<UpdateGroupRequest>,
 ) -> Result<Json<ConversationResponse>, Error> {
-    model::check_id("id", &id)?;
-    let mut message = state.clients.message.clone();
-    let response = message
+    validate::check_id("id", &id)?;
+    let response = state
+        .clients
         .update_group(pb::UpdateGroupRequest {
             user_id: claims.user_id,
             conversation_id: id,
             name: body.name,
             avatar: body.avatar,
         })
-        .await?
-        .into_inner();
+        .await?;
     conversation(response)
 }
 
@@ -170,20 +168,19 @@ pub async fn add_members(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<AddMembersRequest>,
 ) -> Result<Json<ConversationResponse>, Error> {
-    model::check_id("id", &id)?;
+    validate::check_id("id", &id)?;
     if body.user_ids.is_empty() {
         return Err(Error::invalid("user_ids", "user_ids must not be empty"));
     }
     check_ids("user_ids", &body.user_ids)?;
-    let mut message = state.clients.message.clone();
-    let response = message
+    let response = state
+        .clients
         .add_members(pb::AddMembersRequest {
             user_id: claims.user_id,
             conversation_id: id,
             user_ids: body.user_ids,
         })
-        .await?
-        .into_inner();
+        .await?;
     conversation(response)
 }
 
@@ -198,10 +195,10 @@ pub async fn remove_member(
     AuthUser(claims): AuthUser,
     ApiPath((id, user_id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, Error> {
-    model::check_id("id", &id)?;
-    model::check_id("user_id", &user_id)?;
-    let mut message = state.clients.message.clone();
-    message
+    validate::check_id("id", &id)?;
+    validate::check_id("user_id", &user_id)?;
+    state
+        .clients
         .remove_member(pb::RemoveMemberRequest {
             user_id: claims.user_id,
             conversation_id: id,
@@ -226,19 +223,16 @@ pub async fn list(
 ) -> Result<Json<ConversationsResponse>, Error> {
     let request = pb::ListConversationsRequest {
         user_id: claims.user_id,
-        page: Some(model::page(query.limit, query.cursor)?),
+        page: Some(validate::page(query.limit, query.cursor)?),
     };
-    let response = state
-        .retry
-        .idempotent(|| rpc!(state.clients.message, list_conversations, request.clone()))
-        .await?;
+    let response = state.clients.list_conversations(request).await?;
     Ok(Json(ConversationsResponse {
         conversations: response
             .conversations
             .into_iter()
             .map(Conversation::from)
             .collect(),
-        next_cursor: model::cursor(response.page),
+        next_cursor: validate::next_cursor(response.page),
     }))
 }
 
@@ -252,15 +246,12 @@ pub async fn get(
     AuthUser(claims): AuthUser,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ConversationResponse>, Error> {
-    model::check_id("id", &id)?;
+    validate::check_id("id", &id)?;
     let request = pb::GetConversationRequest {
         user_id: claims.user_id,
         conversation_id: id,
     };
-    let response = state
-        .retry
-        .idempotent(|| rpc!(state.clients.message, get_conversation, request.clone()))
-        .await?;
+    let response = state.clients.get_conversation(request).await?;
     conversation(response)
 }
 
@@ -278,7 +269,7 @@ pub async fn messages(
     ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<HistoryQuery>,
 ) -> Result<Json<MessagesResponse>, Error> {
-    model::check_id("id", &id)?;
+    validate::check_id("id", &id)?;
     let anchor = match (query.after_seq, query.before_seq) {
         (Some(_), Some(_)) => {
             return Err(Error::bad_request("give after_seq or before_seq, not both"));
@@ -287,17 +278,14 @@ pub async fn messages(
         (None, Some(before)) => Some(pb::list_messages_request::Anchor::BeforeSeq(before)),
         (None, None) => None,
     };
-    let limit = model::page(query.limit, None)?.limit;
+    let limit = validate::page(query.limit, None)?.limit;
     let request = pb::ListMessagesRequest {
         user_id: claims.user_id,
         conversation_id: id,
         anchor,
         limit,
     };
-    let response = state
-        .retry
-        .idempotent(|| rpc!(state.clients.message, list_messages, request.clone()))
-        .await?;
+    let response = state.clients.list_messages(request).await?;
     Ok(Json(MessagesResponse {
         messages: response.messages.into_iter().map(Message::from).collect(),
     }))
@@ -313,15 +301,12 @@ pub async fn receipts(
     AuthUser(claims): AuthUser,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ReceiptsResponse>, Error> {
-    model::check_id("id", &id)?;
+    validate::check_id("id", &id)?;
     let request = pb::ListReceiptsRequest {
         user_id: claims.user_id,
         conversation_id: id,
     };
-    let response = state
-        .retry
-        .idempotent(|| rpc!(state.clients.message, list_receipts, request.clone()))
-        .await?;
+    let response = state.clients.list_receipts(request).await?;
     Ok(Json(ReceiptsResponse {
         receipts: response
             .receipts
@@ -348,14 +333,8 @@ pub async fn read(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<ReadRequest>,
 ) -> Result<StatusCode, Error> {
-    model::check_id("id", &id)?;
-    let mut message = state.clients.message.clone();
-    message
-        .mark_read(pb::MarkRequest {
-            user_id: claims.user_id,
-            conversation_id: id,
-            seq: body.seq,
-        })
-        .await?;
+    validate::check_id("id", &id)?;
+    let read = app::conversations::MarkKind::Read;
+    app::conversations::mark(&state.clients, &claims.user_id, read, id, body.seq).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,7 +1,6 @@
 //! `/api/v1/friends/*`: friend requests and friendships (the social service), with
 //! users rendered through the user service.
 
-use crate::rpc::rpc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -11,10 +10,11 @@ use beehive_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::app::validate;
 use crate::auth::AuthUser;
 use crate::http::{ApiJson, ApiPath, ApiQuery};
-use crate::rest::model::{self, ErrorResponse, FriendRequest, User};
 use crate::state::AppState;
+use crate::wire::model::{ErrorResponse, FriendRequest, User};
 
 /// `POST /friends/requests` body.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -76,19 +76,18 @@ pub async fn send(
     AuthUser(claims): AuthUser,
     ApiJson(body): ApiJson<SendRequest>,
 ) -> Result<Response, Error> {
-    model::check_id("to_user_id", &body.to_user_id)?;
+    validate::check_id("to_user_id", &body.to_user_id)?;
     if body.to_user_id == claims.user_id {
         return Err(Error::invalid("to_user_id", "you cannot befriend yourself"));
     }
-    let mut social = state.clients.social.clone();
-    let response = social
+    let response = state
+        .clients
         .send_friend_request(pb::SendFriendRequestRequest {
             from_user_id: claims.user_id,
             to_user_id: body.to_user_id,
             message: body.message.unwrap_or_default(),
         })
-        .await?
-        .into_inner();
+        .await?;
     let request = response
         .request
         .map(FriendRequest::from)
@@ -123,19 +122,16 @@ pub async fn list_requests(
     let request = pb::ListFriendRequestsRequest {
         user_id: claims.user_id,
         direction: direction as i32,
-        page: Some(model::page(query.limit, query.cursor)?),
+        page: Some(validate::page(query.limit, query.cursor)?),
     };
-    let response = state
-        .retry
-        .idempotent(|| rpc!(state.clients.social, list_friend_requests, request.clone()))
-        .await?;
+    let response = state.clients.list_friend_requests(request).await?;
     Ok(Json(RequestsResponse {
         requests: response
             .requests
             .into_iter()
             .map(FriendRequest::from)
             .collect(),
-        next_cursor: model::cursor(response.page),
+        next_cursor: validate::next_cursor(response.page),
     }))
 }
 
@@ -150,15 +146,14 @@ pub async fn accept(
     AuthUser(claims): AuthUser,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<FriendResponse>, Error> {
-    model::check_id("id", &id)?;
-    let mut social = state.clients.social.clone();
-    let request = social
+    validate::check_id("id", &id)?;
+    let request = state
+        .clients
         .accept_friend_request(pb::AcceptFriendRequestRequest {
             user_id: claims.user_id.clone(),
             request_id: id,
         })
         .await?
-        .into_inner()
         .request
         .ok_or_else(|| Error::internal("social answered without a request"))?;
     let other = if request.from_user_id == claims.user_id {
@@ -166,14 +161,13 @@ pub async fn accept(
     } else {
         request.from_user_id
     };
-    let mut users = state.clients.user.clone();
-    let user = users
+    let user = state
+        .clients
         .get_user(pb::GetUserRequest {
             user_id: other,
             viewer_id: claims.user_id.clone(),
         })
         .await?
-        .into_inner()
         .user;
     Ok(Json(FriendResponse {
         friend: User::required(user, &claims.user_id)?,
@@ -190,9 +184,9 @@ pub async fn reject(
     AuthUser(claims): AuthUser,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, Error> {
-    model::check_id("id", &id)?;
-    let mut social = state.clients.social.clone();
-    social
+    validate::check_id("id", &id)?;
+    state
+        .clients
         .reject_friend_request(pb::RejectFriendRequestRequest {
             user_id: claims.user_id,
             request_id: id,
@@ -215,13 +209,10 @@ pub async fn list(
 ) -> Result<Json<FriendsResponse>, Error> {
     let request = pb::ListFriendsRequest {
         user_id: claims.user_id.clone(),
-        page: Some(model::page(query.limit, query.cursor)?),
+        page: Some(validate::page(query.limit, query.cursor)?),
     };
-    let response = state
-        .retry
-        .idempotent(|| rpc!(state.clients.social, list_friends, request.clone()))
-        .await?;
-    let next_cursor = model::cursor(response.page);
+    let response = state.clients.list_friends(request).await?;
+    let next_cursor = validate::next_cursor(response.page);
     if response.friend_ids.is_empty() {
         return Ok(Json(FriendsResponse {
             friends: Vec::new(),
@@ -233,11 +224,7 @@ pub async fn list(
         user_ids: response.friend_ids,
         viewer_id: claims.user_id.clone(),
     };
-    let users = state
-        .retry
-        .idempotent(|| rpc!(state.clients.user, batch_get_users, request.clone()))
-        .await?
-        .users;
+    let users = state.clients.batch_get_users(request).await?.users;
     Ok(Json(FriendsResponse {
         friends: users
             .into_iter()
@@ -257,9 +244,9 @@ pub async fn delete(
     AuthUser(claims): AuthUser,
     ApiPath(user_id): ApiPath<String>,
 ) -> Result<StatusCode, Error> {
-    model::check_id("user_id", &user_id)?;
-    let mut social = state.clients.social.clone();
-    social
+    validate::check_id("user_id", &user_id)?;
+    state
+        .clients
         .delete_friend(pb::DeleteFriendRequest {
             user_id: claims.user_id,
             friend_id: user_id,

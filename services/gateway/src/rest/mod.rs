@@ -1,5 +1,7 @@
 //! The REST API of API.md under `/api/v1`, one module per resource. Handlers are
-//! thin: decode, call gRPC, encode. Every route is registered through
+//! thin adapters: decode the request, call the core ([`crate::app`]) or, where no rule
+//! applies, one typed gRPC method of [`crate::clients::Clients`], and encode the
+//! response with the JSON objects of [`crate::wire::model`]. Every route is registered through
 //! [`api_routes!`] so that the list of served routes ([`SERVED_ROUTES`]) and the
 //! router cannot disagree, and a test checks that the OpenAPI document lists exactly
 //! those routes.
@@ -7,11 +9,10 @@
 pub mod auth;
 pub mod conversations;
 pub mod friends;
-pub mod limits;
 pub mod messages;
-pub mod model;
 pub mod openapi;
 pub mod presence;
+pub mod rate_limited;
 pub mod users;
 
 use axum::Router;

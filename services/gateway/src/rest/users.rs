@@ -1,7 +1,6 @@
 //! `/api/v1/users/*`: the caller's profile and password, other users' public
 //! profiles, batch lookup and search.
 
-use crate::rpc::rpc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -10,10 +9,11 @@ use beehive_proto::v1 as pb;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
+use crate::app::validate;
 use crate::auth::AuthUser;
 use crate::http::{ApiJson, ApiPath, ApiQuery};
-use crate::rest::model::{self, ErrorResponse, User, UserResponse, UsersResponse};
 use crate::state::AppState;
+use crate::wire::model::{ErrorResponse, User, UserResponse, UsersResponse};
 
 /// Most ids accepted by `GET /users?ids=`.
 const MAX_BATCH_IDS: usize = 200;
@@ -72,16 +72,15 @@ pub async fn update_me(
     AuthUser(claims): AuthUser,
     ApiJson(body): ApiJson<UpdateProfileRequest>,
 ) -> Result<Json<UserResponse>, Error> {
-    let mut users = state.clients.user.clone();
-    let response = users
+    let response = state
+        .clients
         .update_profile(pb::UpdateProfileRequest {
             user_id: claims.user_id.clone(),
             nickname: body.nickname,
             avatar: body.avatar,
             description: body.description,
         })
-        .await?
-        .into_inner();
+        .await?;
     Ok(Json(UserResponse {
         user: User::required(response.user, &claims.user_id)?,
     }))
@@ -97,14 +96,15 @@ pub async fn change_password(
     AuthUser(claims): AuthUser,
     ApiJson(body): ApiJson<ChangePasswordRequest>,
 ) -> Result<StatusCode, Error> {
-    let mut auth = state.clients.auth.clone();
-    auth.change_password(pb::AuthChangePasswordRequest {
-        user_id: claims.user_id,
-        session_id: claims.session_id,
-        old_password: body.old_password,
-        new_password: body.new_password,
-    })
-    .await?;
+    state
+        .clients
+        .change_password(pb::AuthChangePasswordRequest {
+            user_id: claims.user_id,
+            session_id: claims.session_id,
+            old_password: body.old_password,
+            new_password: body.new_password,
+        })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -118,7 +118,7 @@ pub async fn get(
     AuthUser(claims): AuthUser,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<UserResponse>, Error> {
-    model::check_id("id", &id)?;
+    validate::check_id("id", &id)?;
     get_user(&state, &id, &claims.user_id).await
 }
 
@@ -127,10 +127,7 @@ async fn get_user(state: &AppState, id: &str, viewer: &str) -> Result<Json<UserR
         user_id: id.to_owned(),
         viewer_id: viewer.to_owned(),
     };
-    let response = state
-        .retry
-        .idempotent(|| rpc!(state.clients.user, get_user, request.clone()))
-        .await?;
+    let response = state.clients.get_user(request).await?;
     Ok(Json(UserResponse {
         user: User::required(response.user, viewer)?,
     }))
@@ -146,15 +143,12 @@ pub async fn batch(
     AuthUser(claims): AuthUser,
     ApiQuery(query): ApiQuery<BatchQuery>,
 ) -> Result<Json<UsersResponse>, Error> {
-    let ids = model::id_list("ids", query.ids.as_deref().unwrap_or(""), MAX_BATCH_IDS)?;
+    let ids = validate::id_list("ids", query.ids.as_deref().unwrap_or(""), MAX_BATCH_IDS)?;
     let request = pb::BatchGetUsersRequest {
         user_ids: ids,
         viewer_id: claims.user_id.clone(),
     };
-    let response = state
-        .retry
-        .idempotent(|| rpc!(state.clients.user, batch_get_users, request.clone()))
-        .await?;
+    let response = state.clients.batch_get_users(request).await?;
     Ok(Json(UsersResponse {
         users: response
             .users
@@ -192,19 +186,16 @@ pub async fn search(
     }
     let request = pb::SearchUsersRequest {
         query: q.to_owned(),
-        page: Some(model::page(query.limit, query.cursor)?),
+        page: Some(validate::page(query.limit, query.cursor)?),
         viewer_id: claims.user_id.clone(),
     };
-    let response = state
-        .retry
-        .idempotent(|| rpc!(state.clients.user, search_users, request.clone()))
-        .await?;
+    let response = state.clients.search_users(request).await?;
     Ok(Json(UsersResponse {
         users: response
             .users
             .into_iter()
             .map(|u| User::from_pb(u, &claims.user_id))
             .collect(),
-        next_cursor: Some(model::cursor(response.page)),
+        next_cursor: Some(validate::next_cursor(response.page)),
     }))
 }

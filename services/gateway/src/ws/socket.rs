@@ -6,17 +6,16 @@
 //! gRPC call, a sync) runs boxed and only while it is in flight.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::SinkExt;
 use tokio::time::Instant;
 
-use super::Hub;
 use super::dispatch;
-use super::frame::{self, Rejection};
-use super::registry::{CloseReason, Conn, Taken};
+use crate::hub::registry::{CloseReason, Conn, Taken};
+use crate::hub::{Hub, Registration};
+use crate::wire::frame::{self, Rejection};
 
 /// Close codes of API.md and RFC 6455.
 const CLOSE_NORMAL: u16 = 1000;
@@ -66,18 +65,16 @@ impl Strikes {
     }
 }
 
-/// Serves one upgraded socket until it closes, then deregisters it.
-pub(crate) async fn run(hub: Arc<Hub>, conn: Arc<Conn>, mut socket: WebSocket) {
+/// Serves one upgraded socket until it closes; dropping `registration` at the end
+/// deregisters it.
+pub(crate) async fn run(registration: Registration, mut socket: WebSocket) {
     metrics::gauge!("beehive_ws_open_sockets").increment(1.0);
-    let end = serve(&hub, &conn, &mut socket).await;
+    let (hub, conn) = (registration.hub(), registration.conn());
+    let end = serve(hub, conn, &mut socket).await;
     drop(socket);
-    hub.registry.remove(&conn);
-    // At shutdown the hub unregistered every socket before closing it.
-    if conn.outbox.closing() != Some(CloseReason::Shutdown) {
-        hub.unregister(&conn);
-    }
     metrics::gauge!("beehive_ws_open_sockets").decrement(1.0);
     tracing::debug!(connection_id = %conn.id, user_id = %conn.user_id, ?end, "socket closed");
+    drop(registration);
 }
 
 /// What the loop does after handling one wake-up.
@@ -301,7 +298,7 @@ mod size_budget {
 
     fn future_size<F, Fut>(_: F) -> usize
     where
-        F: FnOnce(Arc<Hub>, Arc<Conn>, WebSocket) -> Fut,
+        F: FnOnce(Registration, WebSocket) -> Fut,
     {
         std::mem::size_of::<Fut>()
     }

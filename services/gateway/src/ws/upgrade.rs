@@ -1,25 +1,23 @@
 //! `GET /ws`: authenticates, registers the socket, then answers 101.
 //!
-//! The order matters. The socket is put in the local registry and registered with
-//! presence before the 101 goes out, so any event committed after the client saw the
+//! The order matters. The socket is registered with the hub (locally and with
+//! presence) before the 101 goes out, so any event committed after the client saw the
 //! 101 is routed to this instance and finds the socket's outbox (frames wait there
 //! until the upgrade completes). A failed registration fails the upgrade instead of
-//! leaving a socket that silently misses live traffic.
-
-use std::sync::Arc;
+//! leaving a socket that silently misses live traffic. The [`Registration`] guard
+//! travels into the socket task; if the upgrade fails, axum drops that task's callback
+//! and with it the guard, which undoes the registration.
 
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{Query, State, rejection::QueryRejection};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use beehive_common::Error;
-use beehive_proto::v1 as pb;
 use uuid::Uuid;
 
-use super::registry::{Conn, Outbox};
 use super::socket;
+use crate::app::limits::MAX_DEVICE_ID_BYTES;
 use crate::auth::MAX_TOKEN_BYTES;
-use crate::rpc::rpc;
 use crate::state::AppState;
 
 /// The subprotocol the server selects when a client offers it.
@@ -27,8 +25,6 @@ pub const SUBPROTOCOL: &str = "beehive.v1";
 /// Prefix of the subprotocol entry carrying the access token (browsers cannot set
 /// headers on WebSocket requests).
 const BEARER_PROTOCOL_PREFIX: &str = "bearer.";
-/// Longest accepted `device_id`.
-pub const MAX_DEVICE_ID_BYTES: usize = 128;
 
 /// Query parameters of `GET /ws`.
 #[derive(Debug, serde::Deserialize)]
@@ -73,63 +69,19 @@ async fn accept(
         Some(device) => valid_device_id(device)?,
         None => None,
     };
-    let hub = state.hub.clone();
-    if hub.shutdown.is_triggered() {
-        return Err(Error::Unavailable(
-            "the gateway is shutting down".to_owned(),
-        ));
-    }
-    let id = Uuid::now_v7();
-    let conn = Arc::new(Conn {
-        id,
-        user_id,
-        session_id: claims.session_id.into(),
-        // A client that names no device is its own device: its own messages then
-        // reach only this socket's ack, and every other socket of the user.
-        device_id: device_id
-            .unwrap_or_else(|| id.hyphenated().to_string())
-            .into(),
-        outbox: Outbox::new(hub.config.queue_capacity),
-    });
-    hub.registry.insert(conn.clone());
-    let request = pb::RegisterConnectionRequest {
-        instance_id: hub.instance_id.clone(),
-        connection: Some(conn.to_proto()),
-    };
-    let registered = {
-        let _permit = hub
-            .register_permits
-            .acquire()
-            .await
-            .map_err(|_| Error::Unavailable("the gateway is shutting down".to_owned()))?;
-        hub.retry
-            .idempotent(|| rpc!(hub.clients.presence, register_connection, request.clone()))
-            .await
-    };
-    if let Err(status) = registered {
-        hub.registry.remove(&conn);
-        // It may have been stored before the call failed.
-        hub.unregister(&conn);
-        return Err(Error::from_status(&status));
-    }
-    // A revocation that arrived between verification and registration found no
-    // socket to kick; the deny set still knows it.
-    if hub.verifier.is_denied(&conn.session_id) {
-        hub.registry.remove(&conn);
-        hub.unregister(&conn);
-        return Err(Error::unauthenticated());
-    }
+    let registration = state
+        .hub
+        .register(user_id, claims.session_id, device_id)
+        .await?;
+    let conn = registration.conn();
     metrics::counter!("beehive_ws_upgrades_total").increment(1);
     tracing::debug!(connection_id = %conn.id, user_id = %conn.user_id, device_id = %conn.device_id, "socket registered");
-    let config = &hub.config;
-    let failed = {
-        let hub = hub.clone();
-        let conn = conn.clone();
-        move |error: axum::Error| {
-            tracing::debug!(%error, connection_id = %conn.id, "websocket upgrade failed");
-            hub.registry.remove(&conn);
-            hub.unregister(&conn);
-        }
+    let config = &state.hub.config;
+    let connection_id = conn.id;
+    let failed = move |error: axum::Error| {
+        // The callback holding the registration is dropped with the failed upgrade,
+        // which undoes the registration.
+        tracing::debug!(%error, %connection_id, "websocket upgrade failed");
     };
     Ok(ws
         .protocols([SUBPROTOCOL])
@@ -139,7 +91,7 @@ async fn accept(
         .max_message_size(config.max_message_size)
         .max_frame_size(config.max_message_size)
         .on_failed_upgrade(failed)
-        .on_upgrade(move |socket| socket::run(hub, conn, socket)))
+        .on_upgrade(move |socket: axum::extract::ws::WebSocket| socket::run(registration, socket)))
 }
 
 /// The token of `Authorization: Bearer <token>`.

@@ -618,3 +618,29 @@ pub enum Target<'a> {
 
 /// Shared handle for tests that spawn clients.
 pub type Shared<T> = Arc<tokio::sync::Mutex<T>>;
+
+/// Calls the REST API of the gateway at `addr` as `user`: `body` is sent as JSON when
+/// given. Returns the status and the JSON body (`null` when empty).
+pub async fn rest(
+    addr: SocketAddr,
+    user: &User,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (reqwest::StatusCode, Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, format!("http://{addr}{path}"))
+        .bearer_auth(&user.token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("REST request");
+    let status = response.status();
+    let text = response.text().await.expect("REST body");
+    let value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {text}"))
+    };
+    (status, value)
+}

@@ -55,6 +55,6 @@ impl<L: LimitKind> FromRequestParts<AppState> for Limited<L> {
 
 impl HasTrustedProxies for AppState {
     fn trusted_proxies(&self) -> &[IpNet] {
-        &self.settings.trusted_proxies
+        &self.config.trusted_proxies
     }
 }

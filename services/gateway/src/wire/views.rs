@@ -6,45 +6,18 @@
 use beehive_proto::v1 as pb;
 use serde::Serialize;
 
-/// RFC 3339 in UTC with microseconds (PostgreSQL's precision), or `null` when the
-/// timestamp is missing or out of range.
-pub fn timestamp(ts: Option<&prost_types::Timestamp>) -> Option<String> {
-    let ts = ts?;
-    let nanos = u32::try_from(ts.nanos).ok()?;
-    chrono::DateTime::from_timestamp(ts.seconds, nanos)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-}
+use super::{msg_type_name, timestamp};
 
-/// `text|image|voice|file` of a message type.
-pub fn msg_type_name(value: i32) -> &'static str {
-    match pb::MessageType::try_from(value) {
-        Ok(pb::MessageType::Image) => "image",
-        Ok(pb::MessageType::Voice) => "voice",
-        Ok(pb::MessageType::File) => "file",
-        // Unspecified never leaves the message service; text is the safe reading.
-        _ => "text",
-    }
-}
-
-/// Parses API.md's message type names.
-pub fn parse_msg_type(name: &str) -> Option<pb::MessageType> {
-    match name {
-        "text" => Some(pb::MessageType::Text),
-        "image" => Some(pb::MessageType::Image),
-        "voice" => Some(pb::MessageType::Voice),
-        "file" => Some(pb::MessageType::File),
-        _ => None,
-    }
-}
-
-fn kind_name(value: i32) -> &'static str {
+/// `direct|group` of a conversation kind.
+pub fn kind_name(value: i32) -> &'static str {
     match pb::ConversationKind::try_from(value) {
         Ok(pb::ConversationKind::Group) => "group",
         _ => "direct",
     }
 }
 
-fn request_status_name(value: i32) -> &'static str {
+/// `pending|accepted|rejected|expired` of a friend request status.
+pub fn request_status_name(value: i32) -> &'static str {
     match pb::FriendRequestStatus::try_from(value) {
         Ok(pb::FriendRequestStatus::Accepted) => "accepted",
         Ok(pb::FriendRequestStatus::Rejected) => "rejected",
@@ -199,24 +172,5 @@ mod tests {
                 "file_id": "f1", "created_at": "2023-11-14T22:13:20.123456Z"
             })
         );
-    }
-
-    #[test]
-    fn bad_timestamps_become_null() {
-        let ts = prost_types::Timestamp {
-            seconds: 0,
-            nanos: -1,
-        };
-        assert_eq!(timestamp(Some(&ts)), None);
-        assert_eq!(timestamp(None), None);
-    }
-
-    #[test]
-    fn message_types_round_trip() {
-        for name in ["text", "image", "voice", "file"] {
-            let t = parse_msg_type(name).expect("known");
-            assert_eq!(msg_type_name(t as i32), name);
-        }
-        assert_eq!(parse_msg_type("video"), None);
     }
 }

@@ -15,16 +15,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::model::{Presence, SendRequest};
 use super::views::{self, MessageView};
-
-/// Longest accepted frame `id` (string or number text), so echoing it costs little.
-pub const MAX_FRAME_ID_BYTES: usize = 128;
-/// Longest accepted `client_msg_id`.
-pub const MAX_CLIENT_MSG_ID_BYTES: usize = 128;
-/// API.md's default limit on text message content.
-pub const MAX_CONTENT_BYTES: usize = 16 * 1024;
-/// Messages per `sync` reply (API.md).
-pub const SYNC_LIMIT: u32 = 1000;
+use crate::app::conversations::{SyncQuery, sync_query};
+use crate::app::limits::MAX_FRAME_ID_BYTES;
+use crate::app::messages::{SendMessage, validate_send};
+use crate::app::validate::uuid_field;
 /// Longest error message echoed to a client: serde messages may quote client input.
 const MAX_ERROR_MESSAGE: usize = 200;
 
@@ -61,39 +57,22 @@ pub struct Request {
     pub frame: ClientFrame,
 }
 
-/// What a client asked for, validated.
+/// What a client asked for, validated by the core's rules (the same ones REST uses).
 #[derive(Debug)]
 pub enum ClientFrame {
-    Send(Send),
-    Sync(Sync),
+    Send(SendMessage),
+    Sync(SyncQuery),
     Delivered(Mark),
     Read(Mark),
-    Typing { conversation_id: String },
+    Typing {
+        conversation_id: String,
+    },
+    /// `get_presence` `{user_ids}`: the presence of up to 200 users, as visible to the
+    /// caller (an addition to API.md's frames: the WebSocket twin of `GET /presence`).
+    GetPresence {
+        user_ids: Vec<String>,
+    },
     Ping,
-}
-
-/// Where a message goes.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Target {
-    Conversation(String),
-    User(String),
-}
-
-/// A validated `send`.
-#[derive(Debug)]
-pub struct Send {
-    pub client_msg_id: String,
-    pub target: Target,
-    pub msg_type: pb::MessageType,
-    pub content: String,
-    pub file_id: Option<String>,
-}
-
-/// A validated `sync`.
-#[derive(Debug)]
-pub struct Sync {
-    pub cursors: HashMap<String, u64>,
-    pub limit: u32,
 }
 
 /// A validated `delivered` or `read`.
@@ -113,19 +92,6 @@ pub enum Rejection {
 }
 
 #[derive(serde::Deserialize)]
-struct SendData {
-    client_msg_id: String,
-    #[serde(default)]
-    conversation_id: Option<String>,
-    #[serde(default)]
-    to_user_id: Option<String>,
-    msg_type: String,
-    content: String,
-    #[serde(default)]
-    file_id: Option<String>,
-}
-
-#[derive(serde::Deserialize)]
 struct SyncData {
     #[serde(default)]
     cursors: Option<HashMap<String, u64>>,
@@ -142,6 +108,11 @@ struct MarkData {
 #[derive(serde::Deserialize)]
 struct TypingData {
     conversation_id: String,
+}
+
+#[derive(serde::Deserialize)]
+struct GetPresenceData {
+    user_ids: Vec<String>,
 }
 
 /// Parses one text frame.
@@ -169,7 +140,10 @@ pub fn parse(text: &str) -> Result<Request, Rejection> {
         error,
     };
     let frame = match kind.as_str() {
-        "send" => ClientFrame::Send(validate_send(decode_with(data, &id)?).map_err(invalid)?),
+        "send" => {
+            let data: SendRequest = decode_with(data, &id)?;
+            ClientFrame::Send(validate_send(data.into()).map_err(invalid)?)
+        }
         "sync" => {
             let data: SyncData = if data.is_null() {
                 SyncData {
@@ -179,7 +153,8 @@ pub fn parse(text: &str) -> Result<Request, Rejection> {
             } else {
                 decode_with(data, &id)?
             };
-            ClientFrame::Sync(validate_sync(data).map_err(invalid)?)
+            let cursors = data.cursors.unwrap_or_default();
+            ClientFrame::Sync(sync_query(cursors, data.limit).map_err(invalid)?)
         }
         "delivered" | "read" => {
             let data: MarkData = decode_with(data, &id)?;
@@ -199,6 +174,12 @@ pub fn parse(text: &str) -> Result<Request, Rejection> {
             ClientFrame::Typing {
                 conversation_id: uuid_field("conversation_id", &data.conversation_id)
                     .map_err(invalid)?,
+            }
+        }
+        "get_presence" => {
+            let data: GetPresenceData = decode_with(data, &id)?;
+            ClientFrame::GetPresence {
+                user_ids: data.user_ids,
             }
         }
         "ping" => ClientFrame::Ping,
@@ -236,74 +217,6 @@ fn truncate(mut message: String) -> String {
         message.push('…');
     }
     message
-}
-
-/// A canonical (lowercase, hyphenated) UUID, or `invalid_argument` naming `field`.
-pub fn uuid_field(field: &str, value: &str) -> Result<String, Error> {
-    uuid::Uuid::parse_str(value)
-        .map(|u| u.hyphenated().to_string())
-        .map_err(|_| Error::invalid(field, format!("{field} must be a UUID")))
-}
-
-fn validate_send(data: SendData) -> Result<Send, Error> {
-    if data.client_msg_id.is_empty() || data.client_msg_id.len() > MAX_CLIENT_MSG_ID_BYTES {
-        return Err(Error::invalid(
-            "client_msg_id",
-            format!("client_msg_id must be 1-{MAX_CLIENT_MSG_ID_BYTES} bytes"),
-        ));
-    }
-    let target = match (data.conversation_id, data.to_user_id) {
-        (Some(c), None) => Target::Conversation(uuid_field("conversation_id", &c)?),
-        (None, Some(u)) => Target::User(uuid_field("to_user_id", &u)?),
-        _ => {
-            return Err(Error::bad_request(
-                "exactly one of conversation_id and to_user_id is required",
-            ));
-        }
-    };
-    let msg_type = views::parse_msg_type(&data.msg_type).ok_or_else(|| {
-        Error::invalid(
-            "msg_type",
-            "msg_type must be one of text, image, voice, file",
-        )
-    })?;
-    // Same code as the message service, which enforces the limit too; checking here
-    // spares the round trip for frames that cannot succeed.
-    if data.content.len() > MAX_CONTENT_BYTES {
-        return Err(Error::PayloadTooLarge(format!(
-            "content must be at most {MAX_CONTENT_BYTES} bytes"
-        )));
-    }
-    let file_id = data
-        .file_id
-        .map(|f| uuid_field("file_id", &f))
-        .transpose()?;
-    if msg_type != pb::MessageType::Text && file_id.is_none() {
-        return Err(Error::invalid(
-            "file_id",
-            "file_id is required for messages other than text",
-        ));
-    }
-    Ok(Send {
-        client_msg_id: data.client_msg_id,
-        target,
-        msg_type,
-        content: data.content,
-        file_id,
-    })
-}
-
-fn validate_sync(data: SyncData) -> Result<Sync, Error> {
-    let mut cursors = HashMap::new();
-    for (conversation, seq) in data.cursors.unwrap_or_default() {
-        // Canonical keys so the service finds them; a 1 MiB frame bounds the count.
-        cursors.insert(uuid_field("cursors", &conversation)?, seq);
-    }
-    let limit = match data.limit {
-        None | Some(0) => SYNC_LIMIT,
-        Some(n) => n.min(SYNC_LIMIT),
-    };
-    Ok(Sync { cursors, limit })
 }
 
 /// A server frame.
@@ -397,6 +310,16 @@ pub fn sync_done(
     encode("sync_done", id, Data { cursors, has_more })
 }
 
+/// The `presence_list` answering a `get_presence`: `{presence: [...]}`, the body of
+/// `GET /presence`.
+pub fn presence_list(id: Option<&FrameId>, presence: &[Presence]) -> Utf8Bytes {
+    #[derive(Serialize)]
+    struct Data<'a> {
+        presence: &'a [Presence],
+    }
+    encode("presence_list", id, Data { presence })
+}
+
 /// The `pong` answering a `ping`.
 pub fn pong(id: Option<&FrameId>) -> Utf8Bytes {
     encode("pong", id, serde_json::Map::new())
@@ -476,6 +399,7 @@ pub fn event(payload: &pb::event::Payload) -> Option<Utf8Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::messages::Target;
     use beehive_common::ErrorCode;
 
     const CONV: &str = "0190f4a2-7c3e-7000-8000-000000000001";
@@ -534,43 +458,38 @@ mod tests {
         let (_, _) = invalid(r#"{"type":"typing","data":"text"}"#);
     }
 
+    /// The send and sync rules themselves are tested once, in `crate::app`; here only
+    /// that the decoder applies them and keeps the frame's id on a rejection.
     #[test]
-    fn send_limits_are_enforced() {
-        let big = "x".repeat(MAX_CONTENT_BYTES + 1);
+    fn core_rules_reject_with_the_frames_id() {
+        let big = "x".repeat(crate::app::limits::MAX_CONTENT_BYTES + 1);
         let text = format!(
-            r#"{{"type":"send","data":{{"client_msg_id":"c","conversation_id":"{CONV}","msg_type":"text","content":"{big}"}}}}"#
+            r#"{{"type":"send","id":"s","data":{{"client_msg_id":"c","conversation_id":"{CONV}","msg_type":"text","content":"{big}"}}}}"#
         );
-        assert_eq!(invalid(&text).1, ErrorCode::PayloadTooLarge);
-        let both = format!(
-            r#"{{"type":"send","data":{{"client_msg_id":"c","conversation_id":"{CONV}","to_user_id":"{USER}","msg_type":"text","content":"x"}}}}"#
+        assert_eq!(
+            invalid(&text),
+            (
+                Some(FrameId(Value::String("s".into()))),
+                ErrorCode::PayloadTooLarge
+            )
         );
-        invalid(&both);
-        let image = format!(
-            r#"{{"type":"send","data":{{"client_msg_id":"c","conversation_id":"{CONV}","msg_type":"image","content":"x"}}}}"#
-        );
-        invalid(&image);
-        let long_id = "k".repeat(MAX_CLIENT_MSG_ID_BYTES + 1);
-        let text = format!(
-            r#"{{"type":"send","data":{{"client_msg_id":"{long_id}","conversation_id":"{CONV}","msg_type":"text","content":"x"}}}}"#
-        );
-        invalid(&text);
-    }
-
-    #[test]
-    fn sync_defaults_and_caps() {
+        invalid(r#"{"type":"sync","data":{"cursors":{"not-a-uuid":1}}}"#);
         let request = parse(r#"{"type":"sync"}"#).expect("valid");
         let ClientFrame::Sync(sync) = request.frame else {
             panic!("not a sync")
         };
-        assert!(sync.cursors.is_empty());
-        assert_eq!(sync.limit, SYNC_LIMIT);
-        let text = format!(r#"{{"type":"sync","data":{{"cursors":{{"{CONV}":4}},"limit":5000}}}}"#);
-        let ClientFrame::Sync(sync) = parse(&text).expect("valid").frame else {
-            panic!("not a sync")
+        assert_eq!(sync.limit, crate::app::limits::SYNC_LIMIT);
+    }
+
+    #[test]
+    fn get_presence_carries_the_ids() {
+        let request = parse(r#"{"type":"get_presence","id":1,"data":{"user_ids":["a","b"]}}"#)
+            .expect("valid");
+        let ClientFrame::GetPresence { user_ids } = request.frame else {
+            panic!("not get_presence")
         };
-        assert_eq!(sync.cursors.get(CONV), Some(&4));
-        assert_eq!(sync.limit, SYNC_LIMIT);
-        invalid(r#"{"type":"sync","data":{"cursors":{"not-a-uuid":1}}}"#);
+        assert_eq!(user_ids, vec!["a", "b"]);
+        invalid(r#"{"type":"get_presence","data":{"user_ids":"a"}}"#);
     }
 
     #[test]

@@ -1,10 +1,11 @@
-//! The push consumer: this gateway instance's RabbitMQ queue into its sockets.
+//! The event consumer: this gateway instance's RabbitMQ queue into an [`EventSink`]
+//! (the hub, in the running gateway; the consumer does not know it).
 //!
 //! Publishers route each event to the instances that hold its recipients (routing key
 //! = instance id), so this instance consumes only its own queue and only gets what its
-//! users need. Each event is encoded into its frame once and the shared bytes are
-//! queued on every local socket of every recipient. Deliveries are acknowledged in
-//! batches (`multiple`) after they were queued; a frame lost in a crash after that is
+//! users need. Each decoded event is handed to the sink, which queues it for the local
+//! sockets of its recipients. Deliveries are acknowledged in batches (`multiple`)
+//! after the sink took them; a frame lost in a crash after that is
 //! recovered by the client's `sync`. Undecodable deliveries are rejected to the
 //! dead-letter queue. After a broker restart the consumer reconnects with backoff and
 //! re-declares its queue.
@@ -22,11 +23,8 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use prost::Message as _;
-use uuid::Uuid;
 
-use crate::ws::Hub;
-use crate::ws::frame;
-use crate::ws::registry::{Fanout, Registry};
+use crate::app::events::EventSink;
 
 /// Unacknowledged deliveries the broker may send ahead (STACK.md: ~16k msg/s at 1000).
 const PREFETCH: u16 = 1000;
@@ -151,8 +149,9 @@ impl Consumer {
         self.state.clone()
     }
 
-    /// Consumes until `shutdown`, reconnecting after failures.
-    pub async fn run(mut self, hub: Arc<Hub>, shutdown: Shutdown) {
+    /// Consumes until `shutdown`, handing every event to `sink`, reconnecting after
+    /// failures.
+    pub async fn run(mut self, sink: Arc<dyn EventSink>, shutdown: Shutdown) {
         let mut backoff = BACKOFF_MIN;
         loop {
             let session = match self.first.take() {
@@ -161,7 +160,14 @@ impl Consumer {
             };
             match session {
                 Ok(session) => {
-                    let result = consume(&session, &hub, &self.state, &shutdown).await;
+                    let result = consume(
+                        &session,
+                        sink.as_ref(),
+                        &self.settings.instance_id,
+                        &self.state,
+                        &shutdown,
+                    )
+                    .await;
                     self.state.consuming.store(false, Ordering::Release);
                     // Best effort: on a dead connection the close handshake may never
                     // complete, and the reconnect must not wait for it.
@@ -210,7 +216,8 @@ async fn open(settings: &Settings, names: &Names) -> Result<Session, SessionErro
 /// Consumes one session until it fails (`Err`) or shutdown (`Ok`).
 async fn consume(
     session: &Session,
-    hub: &Hub,
+    sink: &dyn EventSink,
+    instance_id: &str,
     state: &ConsumerState,
     shutdown: &Shutdown,
 ) -> Result<(), SessionError> {
@@ -225,7 +232,7 @@ async fn consume(
         "basic.consume",
         session.channel.basic_consume(
             session.queue.as_str().into(),
-            format!("gateway-{}", hub.instance_id).into(),
+            format!("gateway-{instance_id}").into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         ),
@@ -266,9 +273,9 @@ async fn consume(
             .flatten();
         match event {
             Some(event) => {
-                let fanout = deliver(hub, event);
+                let delivered = sink.deliver(event);
                 metrics::counter!("beehive_push_events_total").increment(1);
-                metrics::counter!("beehive_push_frames_total").increment(fanout.delivered as u64);
+                metrics::counter!("beehive_push_frames_total").increment(delivered as u64);
                 unacked = Some(delivery);
                 unacked_count += 1;
                 if unacked_count >= ACK_BATCH
@@ -306,151 +313,4 @@ async fn ack_through(delivery: &lapin::message::Delivery) -> Result<(), SessionE
     )
     .await
     .map(|_| ())
-}
-
-/// Pushes one event to the local sockets it is for: kicks close sockets, every other
-/// payload is encoded once and queued on each recipient device.
-pub(crate) fn deliver(hub: &Hub, event: pb::Event) -> Fanout {
-    if let Some(pb::event::Payload::Kick(kick)) = &event.payload {
-        let reason = pb::RevocationReason::try_from(kick.reason)
-            .unwrap_or(pb::RevocationReason::SessionRevoked);
-        let session = (!kick.session_id.is_empty()).then_some(kick.session_id.as_str());
-        if let Ok(user) = Uuid::parse_str(&kick.user_id) {
-            hub.kick(&user, session, reason);
-        }
-        return Fanout::default();
-    }
-    fan_out(&hub.registry, &event)
-}
-
-/// Queues `event`'s frame on every local socket of its recipients.
-pub(crate) fn fan_out(registry: &Registry, event: &pb::Event) -> Fanout {
-    let Some(frame) = event.payload.as_ref().and_then(frame::event) else {
-        return Fanout::default();
-    };
-    let exclude_user = Uuid::parse_str(&event.exclude_device_user_id).ok();
-    let mut total = Fanout::default();
-    for recipient in &event.recipient_ids {
-        let Ok(user) = Uuid::parse_str(recipient) else {
-            continue;
-        };
-        let exclude = (exclude_user == Some(user) && !event.exclude_device_id.is_empty())
-            .then_some(event.exclude_device_id.as_str());
-        let fanout = registry.push(&user, &frame, exclude);
-        total.delivered += fanout.delivered;
-        total.overflowed += fanout.overflowed;
-    }
-    if total.overflowed > 0 {
-        metrics::counter!("beehive_ws_overflows_total").increment(total.overflowed as u64);
-    }
-    total
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ws::registry::{Conn, Outbox, Taken};
-
-    fn socket(registry: &Registry, user: Uuid, device: &str) -> Arc<Conn> {
-        let conn = Arc::new(Conn {
-            id: Uuid::now_v7(),
-            user_id: user,
-            session_id: "s".into(),
-            device_id: device.into(),
-            outbox: Outbox::new(16),
-        });
-        registry.insert(conn.clone());
-        conn
-    }
-
-    fn taken(conn: &Conn) -> Vec<String> {
-        match conn.outbox.take() {
-            Taken::Frames(f) => f.into_iter().map(|f| f.to_string()).collect(),
-            Taken::Close(r) => panic!("closing {r:?}"),
-        }
-    }
-
-    #[test]
-    fn message_reaches_every_device_but_the_senders_own() {
-        let registry = Registry::new(4);
-        let (alice, bob, carol) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
-        let alice_phone = socket(&registry, alice, "phone");
-        let alice_laptop = socket(&registry, alice, "laptop");
-        let bob_1 = socket(&registry, bob, "1");
-        let bob_2 = socket(&registry, bob, "2");
-        let carol_1 = socket(&registry, carol, "1");
-        let event = pb::Event {
-            recipient_ids: vec![alice.to_string(), bob.to_string(), "not-a-uuid".into()],
-            exclude_device_user_id: alice.to_string(),
-            exclude_device_id: "phone".into(),
-            payload: Some(pb::event::Payload::Message(pb::Message {
-                id: "m".into(),
-                seq: 1,
-                content: "hello".into(),
-                ..Default::default()
-            })),
-        };
-        let fanout = fan_out(&registry, &event);
-        assert_eq!(fanout.delivered, 3);
-        assert!(taken(&alice_phone).is_empty());
-        for conn in [&alice_laptop, &bob_1, &bob_2] {
-            let frames = taken(conn);
-            assert_eq!(frames.len(), 1);
-            let json: serde_json::Value = serde_json::from_str(&frames[0]).expect("json");
-            assert_eq!(json["type"], "message");
-            assert_eq!(json["data"]["message"]["content"], "hello");
-        }
-        // Bob's device "1" is not excluded by Alice's exclusion of "phone"/"1".
-        assert!(taken(&carol_1).is_empty());
-    }
-
-    #[test]
-    fn exclusion_applies_only_to_the_named_user() {
-        let registry = Registry::new(4);
-        let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
-        let bob_phone = socket(&registry, bob, "phone");
-        let event = pb::Event {
-            recipient_ids: vec![bob.to_string()],
-            exclude_device_user_id: alice.to_string(),
-            exclude_device_id: "phone".into(),
-            payload: Some(pb::event::Payload::Typing(pb::TypingEvent::default())),
-        };
-        assert_eq!(fan_out(&registry, &event).delivered, 1);
-        assert_eq!(taken(&bob_phone).len(), 1);
-    }
-
-    #[test]
-    fn the_frame_is_encoded_once_and_shared() {
-        let registry = Registry::new(4);
-        let user = Uuid::now_v7();
-        let a = socket(&registry, user, "a");
-        let b = socket(&registry, user, "b");
-        let event = pb::Event {
-            recipient_ids: vec![user.to_string()],
-            payload: Some(pb::event::Payload::Presence(pb::PresenceEvent {
-                user_id: "x".into(),
-                online: true,
-            })),
-            ..Default::default()
-        };
-        fan_out(&registry, &event);
-        let (Taken::Frames(fa), Taken::Frames(fb)) = (a.outbox.take(), b.outbox.take()) else {
-            panic!("frames expected");
-        };
-        // Same allocation: Utf8Bytes clones share their buffer.
-        assert_eq!(fa[0].as_str().as_ptr(), fb[0].as_str().as_ptr());
-    }
-
-    #[test]
-    fn empty_payloads_push_nothing() {
-        let registry = Registry::new(1);
-        let user = Uuid::now_v7();
-        let a = socket(&registry, user, "a");
-        let event = pb::Event {
-            recipient_ids: vec![user.to_string()],
-            ..Default::default()
-        };
-        assert_eq!(fan_out(&registry, &event), Fanout::default());
-        assert!(taken(&a).is_empty());
-    }
 }

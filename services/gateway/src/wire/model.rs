@@ -3,17 +3,12 @@
 
 use beehive_common::Error;
 use beehive_proto::v1 as pb;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// RFC 3339 in UTC with microseconds (PostgreSQL's precision), as WebSocket frames
-/// render it too; `None` when the timestamp is missing or out of range.
-pub fn timestamp(ts: Option<&prost_types::Timestamp>) -> Option<String> {
-    let ts = ts?;
-    let nanos = u32::try_from(ts.nanos).ok()?;
-    chrono::DateTime::from_timestamp(ts.seconds, nanos)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-}
+use super::views::{kind_name, request_status_name};
+use super::{msg_type_name, timestamp};
+use crate::app::messages::SendInput;
 
 /// API.md's `user`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -85,28 +80,6 @@ pub struct Message {
     pub created_at: Option<String>,
 }
 
-/// `text|image|voice|file` of a message type.
-pub fn msg_type_name(value: i32) -> &'static str {
-    match pb::MessageType::try_from(value) {
-        Ok(pb::MessageType::Image) => "image",
-        Ok(pb::MessageType::Voice) => "voice",
-        Ok(pb::MessageType::File) => "file",
-        // Unspecified never leaves the message service; text is the safe reading.
-        _ => "text",
-    }
-}
-
-/// Parses API.md's message type names.
-pub fn parse_msg_type(name: &str) -> Option<pb::MessageType> {
-    match name {
-        "text" => Some(pb::MessageType::Text),
-        "image" => Some(pb::MessageType::Image),
-        "voice" => Some(pb::MessageType::Voice),
-        "file" => Some(pb::MessageType::File),
-        _ => None,
-    }
-}
-
 impl From<pb::Message> for Message {
     fn from(m: pb::Message) -> Self {
         Self {
@@ -145,10 +118,7 @@ pub struct Conversation {
 impl From<pb::Conversation> for Conversation {
     fn from(c: pb::Conversation) -> Self {
         Self {
-            kind: match pb::ConversationKind::try_from(c.kind) {
-                Ok(pb::ConversationKind::Group) => "group",
-                _ => "direct",
-            },
+            kind: kind_name(c.kind),
             updated_at: timestamp(c.updated_at.as_ref()),
             id: c.id,
             name: c.name,
@@ -193,12 +163,7 @@ pub struct FriendRequest {
 impl From<pb::FriendRequest> for FriendRequest {
     fn from(r: pb::FriendRequest) -> Self {
         Self {
-            status: match pb::FriendRequestStatus::try_from(r.status) {
-                Ok(pb::FriendRequestStatus::Accepted) => "accepted",
-                Ok(pb::FriendRequestStatus::Rejected) => "rejected",
-                Ok(pb::FriendRequestStatus::Expired) => "expired",
-                _ => "pending",
-            },
+            status: request_status_name(r.status),
             created_at: timestamp(r.created_at.as_ref()),
             id: r.id,
             from_user_id: r.from_user_id,
@@ -206,6 +171,67 @@ impl From<pb::FriendRequest> for FriendRequest {
             message: r.message,
         }
     }
+}
+
+// Also the data of the WebSocket `send` frame (one shape for both transports). Kept
+// out of the doc comment, which is the OpenAPI description.
+/// `POST /messages` body: exactly one of `conversation_id` and `to_user_id`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SendRequest {
+    /// The client's idempotency key: sending twice with the same one returns the first
+    /// message and stores nothing new.
+    pub client_msg_id: String,
+    #[serde(default)]
+    pub conversation_id: Option<String>,
+    /// A direct message to a friend: creates or reuses the direct conversation.
+    #[serde(default)]
+    pub to_user_id: Option<String>,
+    /// `text`, `image`, `voice` or `file`; other than `text` requires `file_id`.
+    pub msg_type: String,
+    pub content: String,
+    #[serde(default)]
+    pub file_id: Option<String>,
+}
+
+impl From<SendRequest> for SendInput {
+    fn from(r: SendRequest) -> Self {
+        Self {
+            client_msg_id: r.client_msg_id,
+            conversation_id: r.conversation_id,
+            to_user_id: r.to_user_id,
+            msg_type: r.msg_type,
+            content: r.content,
+            file_id: r.file_id,
+        }
+    }
+}
+
+/// One user's presence.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Presence {
+    pub user_id: String,
+    pub online: bool,
+    /// Connected devices.
+    pub devices: u32,
+    /// RFC 3339, UTC; null when unknown or not visible.
+    pub last_seen: Option<String>,
+}
+
+impl From<pb::UserPresence> for Presence {
+    fn from(p: pb::UserPresence) -> Self {
+        Self {
+            last_seen: timestamp(p.last_seen.as_ref()),
+            user_id: p.user_id,
+            online: p.online,
+            devices: p.devices,
+        }
+    }
+}
+
+/// `{presence: [...]}`, in the order asked.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PresenceResponse {
+    pub presence: Vec<Presence>,
 }
 
 /// API.md's error body, for the OpenAPI document (the real one is
@@ -222,60 +248,6 @@ pub struct ErrorDetail {
     /// already_exists, payload_too_large, rate_limited, unavailable, internal.
     pub code: String,
     pub message: String,
-}
-
-/// An empty cursor (the services' "no more") becomes `null`.
-pub fn cursor(next: Option<pb::PageResponse>) -> Option<String> {
-    next.map(|p| p.next_cursor).filter(|c| !c.is_empty())
-}
-
-/// Paging of API.md: `limit` (default 50, max 200; larger values are clamped, as the
-/// services do).
-pub fn page(limit: Option<u32>, cursor: Option<String>) -> Result<pb::PageRequest, Error> {
-    let limit = limit.unwrap_or(50).min(200);
-    if limit == 0 {
-        return Err(Error::invalid("limit", "limit must be at least 1"));
-    }
-    let cursor = cursor.unwrap_or_default();
-    if cursor.len() > 512 {
-        return Err(Error::invalid("cursor", "cursor is too long"));
-    }
-    Ok(pb::PageRequest { limit, cursor })
-}
-
-/// Rejects ids that cannot be ids before they cost an RPC: a UUID string, at most
-/// 64 bytes (API.md: ids are opaque, but ours are UUIDs).
-pub fn check_id(field: &str, id: &str) -> Result<(), Error> {
-    if id.is_empty() || id.len() > 64 {
-        return Err(Error::invalid(field, format!("{field} is not a valid id")));
-    }
-    Ok(())
-}
-
-/// Splits `a,b,c` into ids, at most `max` of them.
-pub fn id_list(field: &str, text: &str, max: usize) -> Result<Vec<String>, Error> {
-    let ids: Vec<String> = text
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
-    if ids.is_empty() {
-        return Err(Error::invalid(
-            field,
-            format!("{field} must list at least one id"),
-        ));
-    }
-    if ids.len() > max {
-        return Err(Error::invalid(
-            field,
-            format!("{field} lists more than {max} ids"),
-        ));
-    }
-    for id in &ids {
-        check_id(field, id)?;
-    }
-    Ok(ids)
 }
 
 #[cfg(test)]
@@ -310,20 +282,5 @@ mod tests {
         let other =
             serde_json::to_value(User::from_pb(pb_user("u1", Some("a@b.c")), "u2")).expect("json");
         assert!(!other.as_object().expect("object").contains_key("email"));
-    }
-
-    #[test]
-    fn id_lists_are_bounded() {
-        assert_eq!(id_list("ids", "a, b,,c", 3).expect("ok").len(), 3);
-        assert!(id_list("ids", "a,b,c,d", 3).is_err());
-        assert!(id_list("ids", " , ", 3).is_err());
-    }
-
-    #[test]
-    fn paging_defaults_and_bounds() {
-        assert_eq!(page(None, None).expect("ok").limit, 50);
-        assert!(page(Some(0), None).is_err());
-        assert_eq!(page(Some(500), None).expect("clamped").limit, 200);
-        assert_eq!(page(Some(200), Some("c".into())).expect("ok").cursor, "c");
     }
 }

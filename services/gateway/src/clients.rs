@@ -1,0 +1,455 @@
+//! The gRPC clients of every service the gateway calls, reached through one typed
+//! method per call.
+//!
+//! Each method decides once whether its call is retried: idempotent calls (reads,
+//! marks that only move forward, sends deduplicated by `client_msg_id`) retry
+//! `unavailable` within one budget shared by every call of this [`Clients`] value;
+//! everything else is tried once. Every method returns a boxed `Send` future: awaiting
+//! a tonic call on a `ClientChannel` directly inside a spawned task trips a rustc
+//! limitation (higher-ranked lifetimes in the `fn(BoxError) -> BoxError` error mapper
+//! are "not general enough" when auto traits of async state machines are proven), and
+//! boxing at a concrete site sidesteps it. It also keeps the large call state off the
+//! socket task's future while no call is running.
+
+use std::future::Future;
+
+use beehive_common::grpc::{ClientChannel, ClientStack, Retry};
+use beehive_common::{Component, ComponentError, Error, Settings, Shutdown};
+use beehive_proto::v1 as pb;
+use beehive_proto::v1::auth_service_client::AuthServiceClient;
+use beehive_proto::v1::message_service_client::MessageServiceClient;
+use beehive_proto::v1::presence_service_client::PresenceServiceClient;
+use beehive_proto::v1::social_service_client::SocialServiceClient;
+use beehive_proto::v1::user_service_client::UserServiceClient;
+use futures::future::BoxFuture;
+use tonic::{Response, Status};
+
+/// One gRPC call in flight: the response message or the error in API.md's terms.
+pub type Call<T> = BoxFuture<'static, Result<T, Error>>;
+
+/// The gateway's gRPC clients. Each is a balanced, layered channel (deadline,
+/// shedding concurrency limit); cloning is cheap and shares the channels and the
+/// retry budget.
+#[derive(Clone)]
+pub struct Clients {
+    auth: AuthServiceClient<ClientChannel>,
+    user: UserServiceClient<ClientChannel>,
+    social: SocialServiceClient<ClientChannel>,
+    message: MessageServiceClient<ClientChannel>,
+    presence: PresenceServiceClient<ClientChannel>,
+    /// Retry budget shared by the idempotent calls of every handler and socket.
+    retry: Retry,
+}
+
+/// Tries `call` once.
+fn once<Req, T, Fut>(request: Req, call: impl FnOnce(Req) -> Fut) -> Call<T>
+where
+    Fut: Future<Output = Result<Response<T>, Status>> + Send + 'static,
+    T: Send + 'static,
+{
+    let future = call(request);
+    Box::pin(async move {
+        future
+            .await
+            .map(Response::into_inner)
+            .map_err(|status| Error::from_status(&status))
+    })
+}
+
+/// Runs `call`, retrying `unavailable` within `retry`'s budget. Only for idempotent
+/// calls.
+fn retried<Req, T, Fut>(
+    retry: &Retry,
+    request: Req,
+    call: impl Fn(Req) -> Fut + Send + 'static,
+) -> Call<T>
+where
+    Req: Clone + Send + 'static,
+    Fut: Future<Output = Result<Response<T>, Status>> + Send + 'static,
+    T: Send + 'static,
+{
+    let retry = retry.clone();
+    Box::pin(async move {
+        retry
+            .idempotent(move || call(request.clone()))
+            .await
+            .map(Response::into_inner)
+            .map_err(|status| Error::from_status(&status))
+    })
+}
+
+impl Clients {
+    /// Connects to every component at its configured address. Nothing is dialled
+    /// here: channels connect lazily and re-resolve DNS in the background.
+    pub fn connect(settings: &Settings, shutdown: &Shutdown) -> Result<Self, ComponentError> {
+        let channel = |component: Component| {
+            ClientStack::connect(component, settings, shutdown)
+                .map_err(|e| ComponentError::failed(Component::Gateway, e))
+        };
+        Ok(Self {
+            auth: AuthServiceClient::new(channel(Component::Auth)?),
+            user: UserServiceClient::new(channel(Component::User)?),
+            social: SocialServiceClient::new(channel(Component::Social)?),
+            message: MessageServiceClient::new(channel(Component::Message)?),
+            presence: PresenceServiceClient::new(channel(Component::Presence)?),
+            retry: Retry::default(),
+        })
+    }
+
+    /// The auth client for the token verifier, which keeps its own key and
+    /// revocation caches and calls auth on its own schedule.
+    pub fn auth_for_verifier(&self) -> AuthServiceClient<ClientChannel> {
+        self.auth.clone()
+    }
+
+    // --- auth: none of these is idempotent (each opens, rotates or ends sessions),
+    // except listing keys, which today's behaviour tries once.
+
+    pub fn register(&self, request: pb::AuthRegisterRequest) -> Call<pb::TokenResponse> {
+        let mut auth = self.auth.clone();
+        once(request, move |r| async move { auth.register(r).await })
+    }
+
+    pub fn login(&self, request: pb::LoginRequest) -> Call<pb::TokenResponse> {
+        let mut auth = self.auth.clone();
+        once(request, move |r| async move { auth.login(r).await })
+    }
+
+    pub fn refresh(&self, request: pb::RefreshRequest) -> Call<pb::TokenResponse> {
+        let mut auth = self.auth.clone();
+        once(request, move |r| async move { auth.refresh(r).await })
+    }
+
+    pub fn logout(&self, request: pb::LogoutRequest) -> Call<pb::LogoutResponse> {
+        let mut auth = self.auth.clone();
+        once(request, move |r| async move { auth.logout(r).await })
+    }
+
+    pub fn change_password(
+        &self,
+        request: pb::AuthChangePasswordRequest,
+    ) -> Call<pb::AuthChangePasswordResponse> {
+        let mut auth = self.auth.clone();
+        once(
+            request,
+            move |r| async move { auth.change_password(r).await },
+        )
+    }
+
+    pub fn list_signing_keys(
+        &self,
+        request: pb::ListSigningKeysRequest,
+    ) -> Call<pb::ListSigningKeysResponse> {
+        let mut auth = self.auth.clone();
+        once(
+            request,
+            move |r| async move { auth.list_signing_keys(r).await },
+        )
+    }
+
+    // --- user
+
+    pub fn send_verification_code(
+        &self,
+        request: pb::SendVerificationCodeRequest,
+    ) -> Call<pb::SendVerificationCodeResponse> {
+        let mut user = self.user.clone();
+        once(request, move |r| async move {
+            user.send_verification_code(r).await
+        })
+    }
+
+    pub fn update_profile(
+        &self,
+        request: pb::UpdateProfileRequest,
+    ) -> Call<pb::UpdateProfileResponse> {
+        let mut user = self.user.clone();
+        once(
+            request,
+            move |r| async move { user.update_profile(r).await },
+        )
+    }
+
+    pub fn get_user(&self, request: pb::GetUserRequest) -> Call<pb::GetUserResponse> {
+        let user = self.user.clone();
+        retried(&self.retry, request, move |r| {
+            let mut user = user.clone();
+            async move { user.get_user(r).await }
+        })
+    }
+
+    pub fn batch_get_users(
+        &self,
+        request: pb::BatchGetUsersRequest,
+    ) -> Call<pb::BatchGetUsersResponse> {
+        let user = self.user.clone();
+        retried(&self.retry, request, move |r| {
+            let mut user = user.clone();
+            async move { user.batch_get_users(r).await }
+        })
+    }
+
+    pub fn search_users(&self, request: pb::SearchUsersRequest) -> Call<pb::SearchUsersResponse> {
+        let user = self.user.clone();
+        retried(&self.retry, request, move |r| {
+            let mut user = user.clone();
+            async move { user.search_users(r).await }
+        })
+    }
+
+    // --- social
+
+    pub fn send_friend_request(
+        &self,
+        request: pb::SendFriendRequestRequest,
+    ) -> Call<pb::SendFriendRequestResponse> {
+        let mut social = self.social.clone();
+        once(request, move |r| async move {
+            social.send_friend_request(r).await
+        })
+    }
+
+    pub fn accept_friend_request(
+        &self,
+        request: pb::AcceptFriendRequestRequest,
+    ) -> Call<pb::AcceptFriendRequestResponse> {
+        let mut social = self.social.clone();
+        once(request, move |r| async move {
+            social.accept_friend_request(r).await
+        })
+    }
+
+    pub fn reject_friend_request(
+        &self,
+        request: pb::RejectFriendRequestRequest,
+    ) -> Call<pb::RejectFriendRequestResponse> {
+        let mut social = self.social.clone();
+        once(request, move |r| async move {
+            social.reject_friend_request(r).await
+        })
+    }
+
+    pub fn delete_friend(
+        &self,
+        request: pb::DeleteFriendRequest,
+    ) -> Call<pb::DeleteFriendResponse> {
+        let mut social = self.social.clone();
+        once(
+            request,
+            move |r| async move { social.delete_friend(r).await },
+        )
+    }
+
+    pub fn list_friend_requests(
+        &self,
+        request: pb::ListFriendRequestsRequest,
+    ) -> Call<pb::ListFriendRequestsResponse> {
+        let social = self.social.clone();
+        retried(&self.retry, request, move |r| {
+            let mut social = social.clone();
+            async move { social.list_friend_requests(r).await }
+        })
+    }
+
+    pub fn list_friends(&self, request: pb::ListFriendsRequest) -> Call<pb::ListFriendsResponse> {
+        let social = self.social.clone();
+        retried(&self.retry, request, move |r| {
+            let mut social = social.clone();
+            async move { social.list_friends(r).await }
+        })
+    }
+
+    pub fn are_friends(&self, request: pb::AreFriendsRequest) -> Call<pb::AreFriendsResponse> {
+        let social = self.social.clone();
+        retried(&self.retry, request, move |r| {
+            let mut social = social.clone();
+            async move { social.are_friends(r).await }
+        })
+    }
+
+    pub fn filter_friends(
+        &self,
+        request: pb::FilterFriendsRequest,
+    ) -> Call<pb::FilterFriendsResponse> {
+        let social = self.social.clone();
+        retried(&self.retry, request, move |r| {
+            let mut social = social.clone();
+            async move { social.filter_friends(r).await }
+        })
+    }
+
+    // --- message: group changes are tried once; reads, marks (they only move
+    // forward) and sends (deduplicated on sender and client_msg_id) are retried.
+
+    pub fn create_group(&self, request: pb::CreateGroupRequest) -> Call<pb::ConversationResponse> {
+        let mut message = self.message.clone();
+        once(
+            request,
+            move |r| async move { message.create_group(r).await },
+        )
+    }
+
+    pub fn update_group(&self, request: pb::UpdateGroupRequest) -> Call<pb::ConversationResponse> {
+        let mut message = self.message.clone();
+        once(
+            request,
+            move |r| async move { message.update_group(r).await },
+        )
+    }
+
+    pub fn add_members(&self, request: pb::AddMembersRequest) -> Call<pb::ConversationResponse> {
+        let mut message = self.message.clone();
+        once(
+            request,
+            move |r| async move { message.add_members(r).await },
+        )
+    }
+
+    pub fn remove_member(
+        &self,
+        request: pb::RemoveMemberRequest,
+    ) -> Call<pb::RemoveMemberResponse> {
+        let mut message = self.message.clone();
+        once(
+            request,
+            move |r| async move { message.remove_member(r).await },
+        )
+    }
+
+    pub fn list_conversations(
+        &self,
+        request: pb::ListConversationsRequest,
+    ) -> Call<pb::ListConversationsResponse> {
+        let message = self.message.clone();
+        retried(&self.retry, request, move |r| {
+            let mut message = message.clone();
+            async move { message.list_conversations(r).await }
+        })
+    }
+
+    pub fn get_conversation(
+        &self,
+        request: pb::GetConversationRequest,
+    ) -> Call<pb::ConversationResponse> {
+        let message = self.message.clone();
+        retried(&self.retry, request, move |r| {
+            let mut message = message.clone();
+            async move { message.get_conversation(r).await }
+        })
+    }
+
+    pub fn send_message(&self, request: pb::SendMessageRequest) -> Call<pb::SendMessageResponse> {
+        let message = self.message.clone();
+        retried(&self.retry, request, move |r| {
+            let mut message = message.clone();
+            async move { message.send_message(r).await }
+        })
+    }
+
+    pub fn list_messages(
+        &self,
+        request: pb::ListMessagesRequest,
+    ) -> Call<pb::ListMessagesResponse> {
+        let message = self.message.clone();
+        retried(&self.retry, request, move |r| {
+            let mut message = message.clone();
+            async move { message.list_messages(r).await }
+        })
+    }
+
+    pub fn sync(&self, request: pb::SyncRequest) -> Call<pb::SyncResponse> {
+        let message = self.message.clone();
+        retried(&self.retry, request, move |r| {
+            let mut message = message.clone();
+            async move { message.sync(r).await }
+        })
+    }
+
+    pub fn mark_delivered(&self, request: pb::MarkRequest) -> Call<pb::MarkResponse> {
+        let message = self.message.clone();
+        retried(&self.retry, request, move |r| {
+            let mut message = message.clone();
+            async move { message.mark_delivered(r).await }
+        })
+    }
+
+    pub fn mark_read(&self, request: pb::MarkRequest) -> Call<pb::MarkResponse> {
+        let message = self.message.clone();
+        retried(&self.retry, request, move |r| {
+            let mut message = message.clone();
+            async move { message.mark_read(r).await }
+        })
+    }
+
+    pub fn list_receipts(
+        &self,
+        request: pb::ListReceiptsRequest,
+    ) -> Call<pb::ListReceiptsResponse> {
+        let message = self.message.clone();
+        retried(&self.retry, request, move |r| {
+            let mut message = message.clone();
+            async move { message.list_receipts(r).await }
+        })
+    }
+
+    /// Typing is transient: not retried, a lost one is harmless.
+    pub fn notify_typing(
+        &self,
+        request: pb::NotifyTypingRequest,
+    ) -> Call<pb::NotifyTypingResponse> {
+        let mut message = self.message.clone();
+        once(
+            request,
+            move |r| async move { message.notify_typing(r).await },
+        )
+    }
+
+    pub fn filter_conversation_peers(
+        &self,
+        request: pb::FilterConversationPeersRequest,
+    ) -> Call<pb::FilterConversationPeersResponse> {
+        let message = self.message.clone();
+        retried(&self.retry, request, move |r| {
+            let mut message = message.clone();
+            async move { message.filter_conversation_peers(r).await }
+        })
+    }
+
+    // --- presence
+
+    pub fn get_presence(&self, request: pb::GetPresenceRequest) -> Call<pb::GetPresenceResponse> {
+        let presence = self.presence.clone();
+        retried(&self.retry, request, move |r| {
+            let mut presence = presence.clone();
+            async move { presence.get_presence(r).await }
+        })
+    }
+
+    pub fn register_connection(
+        &self,
+        request: pb::RegisterConnectionRequest,
+    ) -> Call<pb::RegisterConnectionResponse> {
+        let presence = self.presence.clone();
+        retried(&self.retry, request, move |r| {
+            let mut presence = presence.clone();
+            async move { presence.register_connection(r).await }
+        })
+    }
+
+    pub fn unregister_connection(
+        &self,
+        request: pb::UnregisterConnectionRequest,
+    ) -> Call<pb::UnregisterConnectionResponse> {
+        let presence = self.presence.clone();
+        retried(&self.retry, request, move |r| {
+            let mut presence = presence.clone();
+            async move { presence.unregister_connection(r).await }
+        })
+    }
+
+    /// Not retried: the next period's heartbeat names the same sockets again.
+    pub fn heartbeat(&self, request: pb::HeartbeatRequest) -> Call<pb::HeartbeatResponse> {
+        let mut presence = self.presence.clone();
+        once(request, move |r| async move { presence.heartbeat(r).await })
+    }
+}
