@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use beehive_common::component::{Context, Infra};
 use beehive_common::events::{Names, declare_gateway_queue};
 use beehive_common::{Component, Error, ErrorCode, Settings, Shutdown};
 use beehive_message::{MessageConfig, RelayConfig};
@@ -19,7 +18,7 @@ use beehive_proto::v1 as pb;
 use beehive_proto::v1::message_service_client::MessageServiceClient;
 use beehive_proto::v1::presence_service_server::{PresenceService, PresenceServiceServer};
 use beehive_proto::v1::user_service_client::UserServiceClient;
-use beehive_testkit::TestEnv;
+use beehive_testkit::{TestEnv, serve};
 use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -133,7 +132,7 @@ impl Drop for Harness {
 }
 
 async fn listener() -> TcpListener {
-    TcpListener::bind("127.0.0.1:0").await.expect("listener")
+    serve::loopback().await
 }
 
 impl Harness {
@@ -157,17 +156,11 @@ impl Harness {
         let shutdown = Shutdown::new();
         let mut settings = env.settings.clone();
 
-        let user_ctx = Context {
-            settings: settings.clone(),
-            infra: Infra::new(settings.clone()),
-            shutdown: shutdown.clone(),
-        };
-        let user = beehive_user::bind(&user_ctx, listener().await)
+        let user = beehive_user::bind(&serve::context(&settings, &shutdown), listener().await)
             .await
             .expect("bind user");
-        settings.set_component_addr(Component::User, format!("http://{}", user.addr));
-        let user_addr = user.addr;
-        tokio::spawn(user.serve);
+        let user_addr = serve::run(user).await;
+        settings.set_component_addr(Component::User, format!("http://{user_addr}"));
 
         let routes = Routes::default();
         let presence_listener = listener().await;
@@ -346,11 +339,7 @@ async fn start_message(
     shutdown: &Shutdown,
     relay: Option<RelayConfig>,
 ) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let ctx = Context {
-        settings: settings.clone(),
-        infra: Infra::new(settings.clone()),
-        shutdown: shutdown.clone(),
-    };
+    let ctx = serve::context(settings, shutdown);
     let config = MessageConfig {
         run_relay: relay.is_some(),
         relay: relay.unwrap_or_default(),
