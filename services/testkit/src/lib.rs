@@ -8,8 +8,10 @@
 //! `BEEHIVE_TEST_AMQP_URL`; `scripts/infra.sh` starts them when absent.
 //!
 //! Besides isolation: [`serve`] starts components in-process, [`logs`] captures what
-//! they log (verification codes of the dev mail sink).
+//! they log (verification codes of the dev mail sink), [`amqp`] consumes a gateway
+//! instance's queue.
 
+pub mod amqp;
 pub mod logs;
 pub mod serve;
 

@@ -11,16 +11,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use beehive_common::events::{Names, declare_gateway_queue};
+use beehive_common::events::Names;
 use beehive_common::{Component, Error, ErrorCode, Settings, Shutdown};
 use beehive_message::{MessageConfig, RelayConfig};
 use beehive_proto::v1 as pb;
 use beehive_proto::v1::message_service_client::MessageServiceClient;
 use beehive_proto::v1::presence_service_server::{PresenceService, PresenceServiceServer};
 use beehive_proto::v1::user_service_client::UserServiceClient;
+use beehive_testkit::amqp::{GatewayConsumer, consume_gateway_queue};
 use beehive_testkit::{TestEnv, serve};
 use futures::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use prost::Message as _;
 use tokio::net::TcpListener;
@@ -426,31 +427,10 @@ pub struct GatewayQueue {
 impl GatewayQueue {
     /// Declares the queue of `instance` (as a gateway would) and consumes it.
     pub async fn consume(settings: &Settings, instance: &str) -> Self {
-        let connection = amqp(settings).await.expect("amqp");
-        let channel = connection.create_channel().await.expect("channel");
-        let queue = declare_gateway_queue(&channel, &Names::new(settings), instance)
-            .await
-            .expect("declare gateway queue");
-        Self::consume_queue(connection, channel, &queue).await
-    }
-
-    async fn consume_queue(
-        connection: lapin::Connection,
-        channel: lapin::Channel,
-        queue: &str,
-    ) -> Self {
-        let mut consumer = channel
-            .basic_consume(
-                ShortString::from(queue.to_owned()),
-                ShortString::from("test".to_owned()),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume");
+        let GatewayConsumer {
+            connection,
+            mut consumer,
+        } = consume_gateway_queue(settings, instance).await;
         let events = Arc::new(Mutex::new(Vec::new()));
         let arrived = Arc::new(Mutex::new(Vec::new()));
         let (sink, times) = (events.clone(), arrived.clone());

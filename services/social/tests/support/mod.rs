@@ -5,16 +5,14 @@
 
 use std::time::Duration;
 
-use beehive_common::events::{Names, declare_gateway_queue};
 use beehive_common::{Component, Context, Shutdown};
 use beehive_presence::PresenceConfig;
 use beehive_proto::v1::presence_service_client::PresenceServiceClient;
 use beehive_proto::v1::social_service_client::SocialServiceClient;
 use beehive_proto::v1::{Connection, Event, RegisterConnectionRequest, event};
+use beehive_testkit::amqp::{GatewayConsumer, consume_gateway_queue};
 use beehive_testkit::{TestEnv, serve};
 use futures::StreamExt as _;
-use lapin::options::BasicConsumeOptions;
-use lapin::types::FieldTable;
 use prost::Message as _;
 use tonic::transport::Channel;
 
@@ -112,25 +110,10 @@ pub struct GatewayQueue {
 
 impl GatewayQueue {
     async fn open(settings: &beehive_common::Settings, instance: &str) -> Self {
-        let connection = beehive_common::infra::connect_amqp(&settings.amqp_url)
-            .await
-            .expect("amqp");
-        let channel = connection.create_channel().await.expect("channel");
-        let queue = declare_gateway_queue(&channel, &Names::new(settings), instance)
-            .await
-            .expect("declare queue");
-        let consumer = channel
-            .basic_consume(
-                queue.into(),
-                "test".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume");
+        let GatewayConsumer {
+            connection,
+            consumer,
+        } = consume_gateway_queue(settings, instance).await;
         Self {
             _connection: connection,
             consumer,
