@@ -295,6 +295,21 @@ impl Harness {
             .expect("count dead")
     }
 
+    /// Sends `from`'s first message to `to` (client id `client_msg_id`), opening their
+    /// direct conversation; returns the stored message.
+    pub async fn open_direct(&self, from: &str, to: &str, client_msg_id: &str) -> pb::Message {
+        let mut request = text(from, "", client_msg_id);
+        request.target = Some(pb::send_message_request::Target::ToUserId(to.to_owned()));
+        self.message
+            .clone()
+            .send_message(request)
+            .await
+            .expect("open a direct conversation")
+            .into_inner()
+            .message
+            .expect("the stored message")
+    }
+
     /// Waits until the outbox is empty.
     pub async fn drained(&self) {
         eventually("the outbox drains", || async {
