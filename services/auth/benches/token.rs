@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use beehive_auth::keys::KeyRing;
 use beehive_auth::token::Tokens;
-use beehive_common::component::{Context, Infra};
 use beehive_common::{Component, Shutdown};
 use beehive_proto::v1 as pb;
 use beehive_proto::v1::auth_service_client::AuthServiceClient;
+use beehive_testkit::serve;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use uuid::Uuid;
 
@@ -71,28 +71,22 @@ fn login(c: &mut Criterion) {
             beehive_testkit::TestEnv::new(&[&beehive_auth::MIGRATOR, &beehive_user::MIGRATOR])
                 .await;
         env.settings.email_verification = false;
-        let ctx = |settings: &beehive_common::Settings| Context {
-            settings: settings.clone(),
-            infra: Infra::new(settings.clone()),
-            shutdown: shutdown.clone(),
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("listener");
-        let user = beehive_user::bind(&ctx(&env.settings), listener)
-            .await
-            .expect("user");
+        let user = beehive_user::bind(
+            &serve::context(&env.settings, &shutdown),
+            serve::loopback().await,
+        )
+        .await
+        .expect("user");
+        let user_addr = serve::run(user).await;
         env.settings
-            .set_component_addr(Component::User, format!("http://{}", user.addr));
-        tokio::spawn(user.serve);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("listener");
-        let auth = beehive_auth::bind(&ctx(&env.settings), listener)
-            .await
-            .expect("auth");
-        let addr = auth.addr;
-        tokio::spawn(auth.serve);
+            .set_component_addr(Component::User, format!("http://{user_addr}"));
+        let auth = beehive_auth::bind(
+            &serve::context(&env.settings, &shutdown),
+            serve::loopback().await,
+        )
+        .await
+        .expect("auth");
+        let addr = serve::run(auth).await;
         let mut client = AuthServiceClient::connect(format!("http://{addr}"))
             .await
             .expect("connect");

@@ -1,16 +1,17 @@
-//! The `beehive.v1.AuthService` surface: decode and check ids, call [`Auth`], encode.
+//! The `beehive.v1.AuthService` surface: decode and check ids, call [`AuthService`], encode.
 //! No SQL and no rules here.
 
 use beehive_common::Error;
+use beehive_common::id::parse_id;
+use beehive_common::time::to_timestamp;
 use beehive_proto::v1 as pb;
-use beehive_proto::v1::auth_service_server::AuthService;
+use beehive_proto::v1::auth_service_server::AuthService as AuthRpc;
 use beehive_proto::v1::revoke_sessions_request::Target;
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
 use crate::keys::ALGORITHM;
+use crate::service::{AuthService, Issued};
 use crate::session::{ClientInfo, Reason};
-use crate::sessions::{Auth, Issued};
 
 /// Largest request the service decodes; every auth request is small.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -18,19 +19,14 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// The tonic service.
 #[derive(Clone)]
 pub struct AuthGrpc {
-    auth: Auth,
+    auth: AuthService,
 }
 
 impl AuthGrpc {
     /// Serves `auth`.
-    pub fn new(auth: Auth) -> Self {
+    pub fn new(auth: AuthService) -> Self {
         Self { auth }
     }
-}
-
-fn parse_id(field: &str, value: &str) -> Result<Uuid, Error> {
-    Uuid::parse_str(value.trim())
-        .map_err(|_| Error::invalid(field, format!("{field} is not a valid id")))
 }
 
 fn client_info(client: Option<pb::ClientInfo>) -> ClientInfo {
@@ -49,15 +45,8 @@ fn token_response(issued: Issued) -> pb::TokenResponse {
     }
 }
 
-fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos() as i32,
-    }
-}
-
 #[tonic::async_trait]
-impl AuthService for AuthGrpc {
+impl AuthRpc for AuthGrpc {
     async fn register(
         &self,
         request: Request<pb::AuthRegisterRequest>,
@@ -177,7 +166,7 @@ impl AuthService for AuthGrpc {
                     kid: k.kid.clone(),
                     algorithm: ALGORITHM.to_owned(),
                     public_key: k.public_key.to_vec(),
-                    created_at: Some(timestamp(k.created_at)),
+                    created_at: Some(to_timestamp(k.created_at)),
                 })
                 .collect(),
             active_kid: ring.active().kid.clone(),
@@ -198,7 +187,7 @@ impl AuthService for AuthGrpc {
                     reason: Reason::parse(&row.revoked_reason)
                         .map_or(pb::RevocationReason::SessionRevoked, Reason::to_proto)
                         as i32,
-                    revoked_at: Some(timestamp(row.revoked_at)),
+                    revoked_at: Some(to_timestamp(row.revoked_at)),
                 })
                 .collect(),
         }))

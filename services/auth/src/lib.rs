@@ -13,8 +13,8 @@ pub mod config;
 pub mod grpc;
 pub mod keys;
 pub mod revocation;
+pub mod service;
 pub mod session;
-pub mod sessions;
 pub mod store;
 pub mod token;
 pub mod user_client;
@@ -29,7 +29,7 @@ use sqlx::migrate::Migrator;
 use crate::config::AuthConfig;
 use crate::grpc::{AuthGrpc, MAX_REQUEST_BYTES};
 use crate::revocation::Publisher;
-use crate::sessions::Auth;
+use crate::service::AuthService;
 use crate::store::Store;
 use crate::token::Tokens;
 
@@ -57,7 +57,7 @@ pub async fn bind(
         .map_err(|e| ComponentError::failed(Component::Auth, e))?;
     let tokens = Tokens::new(ring, config.access_token_ttl);
     let publisher = Publisher::new(redis.clone(), &ctx.settings);
-    let auth = Auth::new(store, tokens, publisher, users, config);
+    let auth = AuthService::new(store, tokens, publisher, users, config);
 
     let janitor = auth.clone();
     let janitor_shutdown = ctx.shutdown.clone();

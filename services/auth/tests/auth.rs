@@ -6,12 +6,11 @@ use std::time::Duration;
 
 use beehive_auth::keys::{KeyRing, kid_for};
 use beehive_auth::token::{Tokens, now_secs};
-use beehive_common::component::{Context, Infra};
 use beehive_common::{Component, Error, ErrorCode, Settings, Shutdown};
 use beehive_proto::v1 as pb;
 use beehive_proto::v1::auth_service_client::AuthServiceClient;
 use beehive_proto::v1::revoke_sessions_request::Target;
-use beehive_testkit::TestEnv;
+use beehive_testkit::{TestEnv, serve};
 use futures::StreamExt as _;
 use tonic::transport::Channel;
 
@@ -38,37 +37,25 @@ async fn new_env() -> TestEnv {
 
 /// Starts the user service and returns settings pointing auth at it.
 async fn start_user(env: &TestEnv, shutdown: &Shutdown) -> Settings {
-    let ctx = Context {
-        settings: env.settings.clone(),
-        infra: Infra::new(env.settings.clone()),
-        shutdown: shutdown.clone(),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let ctx = serve::context(&env.settings, shutdown);
+    let bound = beehive_user::bind(&ctx, serve::loopback().await)
         .await
-        .expect("listener");
-    let bound = beehive_user::bind(&ctx, listener).await.expect("bind user");
+        .expect("bind user");
     let mut settings = env.settings.clone();
-    settings.set_component_addr(Component::User, format!("http://{}", bound.addr));
-    tokio::spawn(bound.serve);
+    settings.set_component_addr(
+        Component::User,
+        format!("http://{}", serve::run(bound).await),
+    );
     settings
 }
 
 /// Starts one auth instance with `settings`; returns a client to it.
 async fn start_auth(settings: &Settings, shutdown: &Shutdown) -> AuthServiceClient<Channel> {
-    let ctx = Context {
-        settings: settings.clone(),
-        infra: Infra::new(settings.clone()),
-        shutdown: shutdown.clone(),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let ctx = serve::context(settings, shutdown);
+    let bound = beehive_auth::bind(&ctx, serve::loopback().await)
         .await
-        .expect("listener");
-    let bound = beehive_auth::bind(&ctx, listener).await.expect("bind auth");
-    for check in &bound.readiness {
-        check.run().await.expect("ready");
-    }
-    let addr = bound.addr;
-    tokio::spawn(bound.serve);
+        .expect("bind auth");
+    let addr = serve::run(bound).await;
     AuthServiceClient::connect(format!("http://{addr}"))
         .await
         .expect("connect auth")
@@ -709,9 +696,7 @@ async fn a_missing_user_service_is_unavailable_not_internal() {
     let shutdown = Shutdown::new();
     // A port nobody listens on: bind one and close it.
     let closed = {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("listener");
+        let listener = serve::loopback().await;
         listener.local_addr().expect("addr")
     };
     let mut settings = env.settings.clone();

@@ -124,6 +124,7 @@ pub const ENV_KEYS: &[&str] = &[
     "BEEHIVE_GRPC_CONCURRENCY",
     "BEEHIVE_DNS_REFRESH",
     "BEEHIVE_WS_IDLE_TIMEOUT",
+    "BEEHIVE_PRESENCE_TTL",
     "BEEHIVE_AUTH_ADDR",
     "BEEHIVE_AUTH_LISTEN",
     "BEEHIVE_USER_ADDR",
@@ -326,6 +327,9 @@ pub struct Settings {
     pub dns_refresh: Duration,
     /// A WebSocket silent for longer is closed.
     pub ws_idle_timeout: Duration,
+    /// How long a connection counts as online after its last registration or
+    /// heartbeat (presence; gateways learn it from the heartbeat answer).
+    pub presence_ttl: Duration,
     /// Where each component listens for gRPC (port 0: any free port, for tests).
     listen: BTreeMap<Component, SocketAddr>,
     /// Where clients reach each component.
@@ -524,6 +528,7 @@ impl Settings {
             grpc_concurrency: number("BEEHIVE_GRPC_CONCURRENCY", 1024)? as usize,
             dns_refresh: duration("BEEHIVE_DNS_REFRESH", "10s")?,
             ws_idle_timeout: duration("BEEHIVE_WS_IDLE_TIMEOUT", "60s")?,
+            presence_ttl: duration("BEEHIVE_PRESENCE_TTL", "30s")?,
             listen,
             addrs,
         };
@@ -910,6 +915,11 @@ pub const SETTINGS_DOC: &[SettingDoc] = &[
         "BEEHIVE_WS_IDLE_TIMEOUT",
         "60s",
         "A WebSocket silent for longer is closed.",
+    ),
+    doc(
+        "BEEHIVE_PRESENCE_TTL",
+        "30s",
+        "How long a connection counts as online after its last heartbeat (presence).",
     ),
     doc(
         "BEEHIVE_AUTH_ADDR",

@@ -11,11 +11,10 @@
 //! Messages a gateway rejects go to the dead-letter exchange `<installation>.events.dlx`
 //! and its queue `<installation>.events.dead`.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
+use beehive_proto::v1::Event;
 use beehive_proto::v1::presence_service_client::PresenceServiceClient;
-use beehive_proto::v1::{Event, RouteUsersRequest};
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions,
@@ -29,6 +28,7 @@ use crate::config::Settings;
 use crate::error::Error;
 use crate::grpc::ClientChannel;
 use crate::infra;
+use crate::routing;
 
 /// How long an unused gateway queue survives its consumer (a gateway that restarts
 /// with the same instance id within this time finds what was routed to it meanwhile).
@@ -148,38 +148,7 @@ pub async fn declare_gateway_queue(
     Ok(queue)
 }
 
-/// One copy of each event per gateway instance that holds some of its recipients,
-/// carrying only those recipients. Recipients on no instance are dropped (they catch
-/// up with `sync` or by listing).
-pub fn split_by_instance(
-    events: Vec<Event>,
-    routes: &[beehive_proto::v1::InstanceUsers],
-) -> Vec<(String, Event)> {
-    let mut instances_of: HashMap<&str, Vec<&str>> = HashMap::new();
-    for route in routes {
-        for user in &route.user_ids {
-            instances_of
-                .entry(user.as_str())
-                .or_default()
-                .push(route.instance_id.as_str());
-        }
-    }
-    let mut out = Vec::new();
-    for event in events {
-        let mut per_instance: HashMap<&str, Vec<String>> = HashMap::new();
-        for user in &event.recipient_ids {
-            for instance in instances_of.get(user.as_str()).into_iter().flatten() {
-                per_instance.entry(instance).or_default().push(user.clone());
-            }
-        }
-        for (instance, recipients) in per_instance {
-            let mut copy = event.clone();
-            copy.recipient_ids = recipients;
-            out.push((instance.to_owned(), copy));
-        }
-    }
-    out
-}
+pub use crate::routing::split_by_instance;
 
 /// Publishes events with confirms, reconnecting after a broker restart.
 pub struct EventBus {
@@ -208,24 +177,15 @@ impl EventBus {
     /// Splits events by the gateway instances holding their recipients. Recipients
     /// with no live connection are dropped (they catch up with `sync`).
     pub async fn route(&self, events: Vec<Event>) -> Result<Vec<(String, Event)>, Error> {
-        let mut users: Vec<String> = events
+        let users: Vec<String> = events
             .iter()
             .flat_map(|e| e.recipient_ids.iter().cloned())
             .collect();
-        users.sort_unstable();
-        users.dedup();
-        if users.is_empty() {
-            return Ok(Vec::new());
-        }
-        let routes = self
-            .presence
-            .clone()
-            .route_users(RouteUsersRequest { user_ids: users })
-            .await
-            .map_err(|s| Error::from_status(&s))?
-            .into_inner()
-            .routes;
-        Ok(split_by_instance(events, &routes))
+        let instances = routing::route_users(&self.presence, users).await?;
+        Ok(events
+            .iter()
+            .flat_map(|event| routing::split_event(event, &instances))
+            .collect())
     }
 
     /// Routes and publishes `events`, returning once the broker confirmed them all.

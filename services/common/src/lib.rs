@@ -1,7 +1,8 @@
 //! What every Beehive component shares, so that each service crate only holds its own
 //! domain: settings, telemetry, the one error type, gRPC plumbing (balanced channels,
 //! load shedding, retries), the admin HTTP server, infrastructure connections and the
-//! shutdown signal.
+//! shutdown signal; and the helpers every crate needs: id parsing, proto timestamps
+//! and instance routing.
 
 pub mod admin;
 pub mod component;
@@ -9,10 +10,13 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod grpc;
+pub mod id;
 pub mod infra;
 pub mod migrate;
+pub mod routing;
 pub mod shutdown;
 pub mod telemetry;
+pub mod time;
 
 pub use component::{Bound, ComponentError, Context, Infra};
 pub use config::{Component, Settings};

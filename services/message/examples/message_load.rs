@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use beehive_proto::v1 as pb;
 use common::{GatewayQueue, Harness, text};
 use hdrhistogram::Histogram;
 use uuid::Uuid;
@@ -37,17 +36,7 @@ async fn main() {
     for i in 0..senders {
         let (me, peer) = (Uuid::now_v7().to_string(), Uuid::now_v7().to_string());
         h.routes.connect(&peer, instance);
-        let mut request = text(&me, "", &format!("open{i}"));
-        request.target = Some(pb::send_message_request::Target::ToUserId(peer.clone()));
-        let opened = h
-            .message
-            .clone()
-            .send_message(request)
-            .await
-            .expect("open")
-            .into_inner()
-            .message
-            .expect("message");
+        let opened = h.open_direct(&me, &peer, &format!("open{i}")).await;
         conversations.push((me, opened.conversation_id));
     }
     h.drained().await;

@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 
 use beehive_common::Error;
+use beehive_common::id::parse_id;
+use beehive_common::id::parse_unique_ids;
 use beehive_proto::v1::MessageType;
 use uuid::Uuid;
 
@@ -33,17 +35,6 @@ pub const MAX_PEER_CANDIDATES: usize = 5_000;
 /// Longest list cursor accepted, in bytes.
 const MAX_CURSOR_BYTES: usize = 128;
 
-/// Parses a canonical UUID from a request field.
-pub fn parse_id(field: &str, value: &str) -> Result<Uuid, Error> {
-    if value.is_empty() {
-        return Err(Error::invalid(field, format!("{field} is required")));
-    }
-    if value.len() > 36 {
-        return Err(Error::invalid(field, format!("{field} is not a valid id")));
-    }
-    Uuid::try_parse(value).map_err(|_| Error::invalid(field, format!("{field} is not a valid id")))
-}
-
 /// Parses a list of ids, rejecting more than `max` and dropping duplicates while
 /// keeping the first-seen order (member order decides ownership handover).
 pub fn parse_ids(field: &str, values: &[String], max: usize) -> Result<Vec<Uuid>, Error> {
@@ -53,14 +44,7 @@ pub fn parse_ids(field: &str, values: &[String], max: usize) -> Result<Vec<Uuid>
             format!("{field} may hold at most {max} ids"),
         ));
     }
-    let mut out = Vec::with_capacity(values.len());
-    for value in values {
-        let id = parse_id(field, value)?;
-        if !out.contains(&id) {
-            out.push(id);
-        }
-    }
-    Ok(out)
+    parse_unique_ids(field, values)
 }
 
 /// A group name: 1-64 characters after trimming.
@@ -359,6 +343,17 @@ pub fn plan_sync(
 /// Most message bytes one sync answer carries, so a response stays well inside gRPC's
 /// default 4 MiB message limit even at 1000 messages of 16 KiB.
 pub const MAX_SYNC_BYTES: usize = 3 * 1024 * 1024;
+
+/// What a message costs in a sync answer besides its content, counted against
+/// [`MAX_SYNC_BYTES`]: three UUIDs as text (id, conversation, sender, 36 bytes each),
+/// a client_msg_id (up to 64), seq, type, timestamp and protobuf field tags. Without it,
+/// a thousand empty messages would count as zero bytes.
+pub const MESSAGE_OVERHEAD_BYTES: usize = 200;
+
+/// A message's size as [`cut_sync`] counts it.
+pub fn sync_size(content_bytes: usize) -> usize {
+    content_bytes + MESSAGE_OVERHEAD_BYTES
+}
 
 /// Cuts a sync answer after the first messages whose sizes (in answer order) add up
 /// to `max_bytes` (always keeping at least one), lowering the cursors of the

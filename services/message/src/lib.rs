@@ -10,6 +10,7 @@ pub mod conversation;
 pub mod grpc;
 pub mod relay;
 pub mod sender;
+pub mod service;
 pub mod store;
 pub mod view;
 
@@ -72,7 +73,8 @@ pub async fn bind_with(
     // Half the pool for batched sends; the rest serves reads, receipts and the relay.
     let workers = (ctx.settings.database_max_connections as usize / 2).max(1);
     let sender = sender::Sender::start(store.clone(), workers, ctx.shutdown.clone());
-    let api = grpc::MessageApi::new(store, sender, users, presence.clone(), bus);
+    let service = service::MessageService::new(store, sender, users, presence.clone(), bus);
+    let api = grpc::MessageApi::new(service);
 
     let relays: Vec<_> = if config.run_relay {
         (0..config.relay_tasks.max(1))

@@ -28,10 +28,11 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use beehive_common::events::{Names, declare_topology};
+use beehive_common::routing::{self, InstancesOf};
 use beehive_common::{Error, Settings, Shutdown};
+use beehive_proto::v1::Event;
 use beehive_proto::v1::event::Payload;
 use beehive_proto::v1::presence_service_client::PresenceServiceClient;
-use beehive_proto::v1::{Event, RouteUsersRequest};
 use lapin::BasicProperties;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::ShortString;
@@ -271,7 +272,7 @@ impl Relay {
         let mut payloads: Vec<(String, Vec<u8>)> = Vec::new();
         let mut owner_row: Vec<usize> = Vec::new();
         for (index, (_, event)) in plan.events.iter().enumerate() {
-            for (instance, copy) in split_by_instance(event, &routes) {
+            for (instance, copy) in routing::split_event(event, &routes) {
                 payloads.push((instance, copy.encode_to_vec()));
                 owner_row.push(index);
             }
@@ -339,11 +340,8 @@ impl Relay {
     }
 
     /// Which gateway instances hold each recipient: one RouteUsers call per batch.
-    async fn route(
-        &self,
-        events: &[(Vec<i64>, Event)],
-    ) -> Result<HashMap<String, Vec<String>>, Error> {
-        route_users(
+    async fn route(&self, events: &[(Vec<i64>, Event)]) -> Result<InstancesOf, Error> {
+        routing::route_users(
             &self.presence,
             events
                 .iter()
@@ -352,61 +350,6 @@ impl Relay {
         )
         .await
     }
-}
-
-/// Which gateway instances hold connections of `users` (user id -> instance ids), in
-/// one RouteUsers call. Users without a live connection are absent.
-pub async fn route_users(
-    presence: &PresenceServiceClient<ClientChannel>,
-    mut users: Vec<String>,
-) -> Result<HashMap<String, Vec<String>>, Error> {
-    users.sort_unstable();
-    users.dedup();
-    let mut instances_of: HashMap<String, Vec<String>> = HashMap::new();
-    if users.is_empty() {
-        return Ok(instances_of);
-    }
-    let routes = presence
-        .clone()
-        .route_users(RouteUsersRequest { user_ids: users })
-        .await
-        .map_err(|s| Error::from_status(&s))?
-        .into_inner()
-        .routes;
-    for route in routes {
-        for user in route.user_ids {
-            instances_of
-                .entry(user)
-                .or_default()
-                .push(route.instance_id.clone());
-        }
-    }
-    Ok(instances_of)
-}
-
-/// One copy of `event` per gateway instance holding any of its recipients, narrowed
-/// to the recipients on that instance.
-pub fn split_by_instance(
-    event: &Event,
-    instances_of: &HashMap<String, Vec<String>>,
-) -> Vec<(String, Event)> {
-    let mut per_instance: HashMap<&str, Vec<String>> = HashMap::new();
-    for user in &event.recipient_ids {
-        for instance in instances_of.get(user.as_str()).into_iter().flatten() {
-            per_instance
-                .entry(instance.as_str())
-                .or_default()
-                .push(user.clone());
-        }
-    }
-    per_instance
-        .into_iter()
-        .map(|(instance, recipients)| {
-            let mut copy = event.clone();
-            copy.recipient_ids = recipients;
-            (instance.to_owned(), copy)
-        })
-        .collect()
 }
 
 /// Gives partitions above the fair share back and takes free ones up to it. Returns

@@ -5,6 +5,9 @@
 //! There is no waiting for a batch to fill: a collector takes whatever is queued when
 //! a worker is free. At low load every send goes alone (no added latency); under load
 //! sends queue while `workers` batches are in flight and the next batch is larger.
+//!
+//! Part of the service layer: [`crate::service`] hands sends here and turns a
+//! [`SendOutcome::NotMember`] into the API's answer.
 
 use std::sync::Arc;
 
@@ -99,7 +102,8 @@ async fn run(store: &Store, batch: Vec<Job>) {
         for job in batch {
             let result = store
                 .send(job.conversation_id, job.message_id, &job.message)
-                .await;
+                .await
+                .map_err(Error::from);
             let _ = job.reply.send(result);
         }
         return;
@@ -121,7 +125,7 @@ async fn run(store: &Store, batch: Vec<Job>) {
                     Some(stored) => Ok(stored),
                     // Not stored now: a duplicate (of an earlier send or of one in this
                     // batch) or not a member; resolve it like a single send does.
-                    None => resolve(store, &job).await,
+                    None => store.unsent(&job.message).await.map_err(Error::from),
                 };
                 let _ = job.reply.send(result);
             }
@@ -133,20 +137,11 @@ async fn run(store: &Store, batch: Vec<Job>) {
             let singles = batch.into_iter().map(|job| async move {
                 let result = store
                     .send(job.conversation_id, job.message_id, &job.message)
-                    .await;
+                    .await
+                    .map_err(Error::from);
                 let _ = job.reply.send(result);
             });
             futures::future::join_all(singles).await;
         }
-    }
-}
-
-async fn resolve(store: &Store, job: &Job) -> Result<SendOutcome, Error> {
-    match store
-        .message_by_client_id(job.message.sender_id, &job.message.client_msg_id)
-        .await?
-    {
-        Some(first) => Ok(SendOutcome::Duplicate(first)),
-        None => Err(store.refusal(job.conversation_id).await?),
     }
 }

@@ -1,4 +1,7 @@
-//! Every SQL statement of the message service, nothing else.
+//! Every SQL statement of the message service, nothing else: absence and refusals come
+//! back as typed results (`Option`, [`SendOutcome`], counts) and [`crate::service`]
+//! decides what the API says about them; transactions spanning several statements are
+//! opened by the service ([`Store::begin`]) and run through the `tx_*` functions.
 //!
 //! Hot-path statements are single round trips: a send is one statement (membership
 //! check, seq allocation, insert, the sender's read_seq and the outbox row, all in one
@@ -6,17 +9,16 @@
 //! before member rows, so concurrent sends, joins and leaves cannot deadlock.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
-use beehive_common::Error;
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::conversation::{
-    HistoryWindow, ListCursor, MAX_GROUP_MEMBERS, NewMessage, SyncMembership, SyncWindow,
-    outbox_partition, to_u64,
+    HistoryWindow, NewMessage, SyncMembership, SyncWindow, outbox_partition, to_i64, to_u64,
 };
 
 /// `message.conversations.kind` of a direct conversation.
@@ -36,15 +38,16 @@ pub const OUTBOX_CHANNEL: &str = "beehive_message_outbox";
 
 const UNIQUE_VIOLATION: &str = "23505";
 
-fn conversation_not_found() -> Error {
-    Error::NotFound("conversation not found".to_owned())
-}
-
-fn not_a_group() -> Error {
-    Error::invalid(
-        "conversation_id",
-        "this is a direct conversation, not a group",
-    )
+/// A statement built once from a template that names the kind constants above, so the
+/// SQL and the Rust code cannot disagree on what `1` means. Literals rather than bind
+/// parameters: the partial unique index on direct pairs (`WHERE kind = 1`) is only
+/// usable by `ON CONFLICT` and the planner when the query carries the literal.
+/// `&'static str` from a `static` satisfies sqlx's injection guard; the text comes from
+/// constants only.
+macro_rules! statement {
+    ($name:ident, $($template:tt)+) => {
+        static $name: LazyLock<String> = LazyLock::new(|| format!($($template)+));
+    };
 }
 
 /// A conversation row.
@@ -126,7 +129,29 @@ pub enum SendOutcome {
     Stored(MessageRow),
     /// `(sender, client_msg_id)` was stored before; nothing new was written.
     Duplicate(MessageRow),
+    /// Nothing was written: the sender is not a member of the conversation (or the
+    /// conversation does not exist; [`Store::conversation_exists`] tells which).
+    NotMember,
 }
+
+/// A conversation row locked for a membership change, as the service's checks need it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct LockedConversation {
+    pub kind: i16,
+    pub last_seq: i64,
+    pub member_count: i32,
+    pub owner_id: Option<Uuid>,
+}
+
+/// The place in the conversation list after which a page starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListAfter {
+    pub sort_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+/// A transaction the service opened with [`Store::begin`].
+pub type Tx = Transaction<'static, Postgres>;
 
 /// Which progress marker a mark call moves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -193,28 +218,195 @@ impl OutboxSignal {
     }
 }
 
-/// Most direct pairs remembered in memory before the cache starts over.
-const DIRECT_CACHE_MAX: usize = 100_000;
+statement!(
+    FIND_DIRECT,
+    "SELECT id FROM message.conversations
+      WHERE kind = {KIND_DIRECT} AND direct_low = $1 AND direct_high = $2"
+);
+
+statement!(
+    CREATE_DIRECT,
+    "WITH ins AS (
+         INSERT INTO message.conversations (id, kind, direct_low, direct_high, member_count)
+         VALUES ($1, {KIND_DIRECT}, $2, $3, 2)
+         ON CONFLICT (direct_low, direct_high) WHERE kind = {KIND_DIRECT} DO NOTHING
+         RETURNING id
+     ), mem AS (
+         INSERT INTO message.members (conversation_id, user_id, join_seq, delivered_seq, read_seq)
+         SELECT ins.id, u.id, 0, 0, 0 FROM ins, unnest(ARRAY[$2, $3]::uuid[]) AS u(id)
+     )
+     SELECT id FROM ins"
+);
+
+statement!(
+    SEND,
+    "WITH conv AS (
+         UPDATE message.conversations c
+            SET last_seq = c.last_seq + 1, sort_at = now(), updated_at = now()
+          WHERE c.id = $1
+            AND EXISTS (SELECT 1 FROM message.members m
+                         WHERE m.conversation_id = $1 AND m.user_id = $2)
+            AND NOT EXISTS (SELECT 1 FROM message.messages d
+                             WHERE d.sender_id = $2 AND d.client_msg_id = $3)
+         RETURNING c.last_seq
+     ), msg AS (
+         INSERT INTO message.messages
+                (conversation_id, seq, id, sender_id, client_msg_id, msg_type, content, file_id, created_at)
+         SELECT $1, conv.last_seq, $4, $2, $3, $5, $6, $7, now() FROM conv
+         RETURNING conversation_id, seq, id, sender_id, client_msg_id, msg_type, content, file_id, created_at
+     ), me AS (
+         UPDATE message.members m
+            SET read_seq = GREATEST(m.read_seq, msg.seq),
+                delivered_seq = GREATEST(m.delivered_seq, msg.seq)
+           FROM msg
+          WHERE m.conversation_id = $1 AND m.user_id = $2
+     ), ob AS (
+         INSERT INTO message.outbox (partition, conversation_id, kind, seq, user_id, device_id)
+         SELECT $8, $1, {OUTBOX_MESSAGE}, msg.seq, $2, $9 FROM msg
+     )
+     SELECT * FROM msg"
+);
+
+statement!(
+    SEND_BATCH,
+    "WITH input AS (
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::int2[],
+                              $6::text[], $7::uuid[], $8::int2[], $9::text[])
+             WITH ORDINALITY AS t(conversation_id, sender_id, client_msg_id, id, msg_type,
+                                  content, file_id, partition, device_id, n)
+     ), fresh AS (
+         SELECT DISTINCT ON (i.sender_id, i.client_msg_id) i.*
+           FROM input i
+          WHERE EXISTS (SELECT 1 FROM message.members m
+                         WHERE m.conversation_id = i.conversation_id AND m.user_id = i.sender_id)
+            AND NOT EXISTS (SELECT 1 FROM message.messages d
+                             WHERE d.sender_id = i.sender_id AND d.client_msg_id = i.client_msg_id)
+          ORDER BY i.sender_id, i.client_msg_id, i.n
+     ), counts AS (
+         SELECT conversation_id, count(*)::bigint AS k FROM fresh GROUP BY conversation_id
+     ), locked AS (
+         SELECT c.id FROM message.conversations c
+          WHERE c.id IN (SELECT conversation_id FROM counts)
+          ORDER BY c.id
+            FOR UPDATE
+     ), conv AS (
+         UPDATE message.conversations c
+            SET last_seq = c.last_seq + counts.k, sort_at = now(), updated_at = now()
+           FROM counts, locked
+          WHERE c.id = counts.conversation_id AND locked.id = c.id
+         RETURNING c.id, c.last_seq - counts.k AS base
+     ), numbered AS (
+         SELECT f.*, conv.base + row_number() OVER (PARTITION BY f.conversation_id ORDER BY f.n) AS seq
+           FROM fresh f JOIN conv ON conv.id = f.conversation_id
+     ), msg AS (
+         INSERT INTO message.messages
+                (conversation_id, seq, id, sender_id, client_msg_id, msg_type, content, file_id, created_at)
+         SELECT conversation_id, seq, id, sender_id, client_msg_id, msg_type, content, file_id, now()
+           FROM numbered
+         RETURNING conversation_id, seq, id, sender_id, client_msg_id, msg_type, content, file_id, created_at
+     ), me AS (
+         UPDATE message.members m
+            SET read_seq = GREATEST(m.read_seq, x.seq),
+                delivered_seq = GREATEST(m.delivered_seq, x.seq)
+           FROM (SELECT conversation_id, sender_id, max(seq) AS seq
+                   FROM numbered GROUP BY conversation_id, sender_id) x
+          WHERE m.conversation_id = x.conversation_id AND m.user_id = x.sender_id
+     ), ob AS (
+         INSERT INTO message.outbox (partition, conversation_id, kind, seq, user_id, device_id)
+         SELECT partition, conversation_id, {OUTBOX_MESSAGE}, seq, sender_id, device_id
+           FROM numbered ORDER BY conversation_id, seq
+     )
+     SELECT numbered.n, msg.conversation_id, msg.seq, msg.id, msg.sender_id, msg.client_msg_id,
+            msg.msg_type, msg.content, msg.file_id, msg.created_at
+       FROM msg JOIN numbered ON numbered.id = msg.id"
+);
+
+statement!(
+    CREATE_GROUP,
+    "WITH conv AS (
+         INSERT INTO message.conversations (id, kind, name, owner_id, member_count)
+         VALUES ($1, {KIND_GROUP}, $2, $3, cardinality($4::uuid[]))
+         RETURNING id
+     ), mem AS (
+         INSERT INTO message.members (conversation_id, user_id, join_seq, delivered_seq, read_seq)
+         SELECT conv.id, t.u, 0, 0, 0
+           FROM conv, unnest($4::uuid[]) WITH ORDINALITY AS t(u, n)
+          ORDER BY t.n
+     ), ob AS (
+         INSERT INTO message.outbox (partition, conversation_id, kind)
+         SELECT $5, conv.id, {OUTBOX_CONVERSATION} FROM conv
+     )
+     SELECT 1 FROM conv"
+);
+
+statement!(
+    UPDATE_GROUP,
+    "WITH upd AS (
+         UPDATE message.conversations c
+            SET name = COALESCE($3, c.name), avatar = COALESCE($4, c.avatar),
+                updated_at = now()
+          WHERE c.id = $1 AND c.kind = {KIND_GROUP}
+            AND EXISTS (SELECT 1 FROM message.members m
+                         WHERE m.conversation_id = $1 AND m.user_id = $2)
+         RETURNING c.id
+     ), ob AS (
+         INSERT INTO message.outbox (partition, conversation_id, kind)
+         SELECT $5, upd.id, {OUTBOX_CONVERSATION} FROM upd
+     )
+     SELECT id FROM upd"
+);
+
+statement!(
+    ANNOUNCE,
+    "INSERT INTO message.outbox (partition, conversation_id, kind, extra_recipients)
+     VALUES ($1, $2, {OUTBOX_CONVERSATION}, $3)"
+);
+
+statement!(
+    MARK_READ,
+    "WITH upd AS (
+         UPDATE message.members m
+            SET read_seq = LEAST($3, c.last_seq),
+                delivered_seq = GREATEST(m.delivered_seq, LEAST($3, c.last_seq))
+           FROM message.conversations c
+          WHERE m.conversation_id = $1 AND m.user_id = $2 AND c.id = m.conversation_id
+            AND LEAST($3, c.last_seq) > m.read_seq
+         RETURNING m.conversation_id, m.user_id, m.delivered_seq, m.read_seq
+     ), ob AS (
+         INSERT INTO message.outbox (partition, conversation_id, kind, user_id)
+         SELECT $4, upd.conversation_id, {OUTBOX_RECEIPT}, upd.user_id FROM upd
+     )
+     SELECT * FROM upd"
+);
+
+statement!(
+    MARK_DELIVERED,
+    "WITH upd AS (
+         UPDATE message.members m
+            SET delivered_seq = LEAST($3, c.last_seq)
+           FROM message.conversations c
+          WHERE m.conversation_id = $1 AND m.user_id = $2 AND c.id = m.conversation_id
+            AND LEAST($3, c.last_seq) > m.delivered_seq
+         RETURNING m.conversation_id, m.user_id, m.delivered_seq, m.read_seq
+     ), ob AS (
+         INSERT INTO message.outbox (partition, conversation_id, kind, user_id)
+         SELECT $4, upd.conversation_id, {OUTBOX_RECEIPT}, upd.user_id FROM upd
+     )
+     SELECT * FROM upd"
+);
 
 /// The message service's data access.
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
     signal: OutboxSignal,
-    /// Direct conversation ids by user pair: they never change or disappear, so a
-    /// send to `to_user_id` skips the lookup round trip once a pair is known.
-    direct: Arc<Mutex<HashMap<(Uuid, Uuid), Uuid>>>,
 }
 
 impl Store {
     /// A store over `pool` (migrated with [`crate::MIGRATOR`]) that raises `signal`
     /// after every commit that wrote outbox rows.
     pub fn new(pool: PgPool, signal: OutboxSignal) -> Self {
-        Self {
-            pool,
-            signal,
-            direct: Arc::default(),
-        }
+        Self { pool, signal }
     }
 
     /// The pool, for the relay's listener and readiness checks.
@@ -222,68 +414,49 @@ impl Store {
         &self.pool
     }
 
+    /// Opens a transaction for a change spanning several statements.
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        self.pool.begin().await
+    }
+
+    /// Commits a transaction that wrote outbox rows and wakes the relays.
+    pub async fn commit_with_outbox(&self, tx: Tx) -> Result<(), sqlx::Error> {
+        tx.commit().await?;
+        self.signal.raise();
+        Ok(())
+    }
+
     /// The direct conversation of a user pair (`low < high`), created with both
     /// members on first use. Concurrent first sends of one pair end in one row: the
     /// loser's insert waits on the unique index and then finds the winner's row.
-    pub async fn direct_conversation(&self, low: Uuid, high: Uuid) -> Result<Uuid, Error> {
-        if let Some(id) = self.cached_direct(low, high) {
-            return Ok(id);
+    /// `None` only if the winner's row is gone by then (it never is: direct
+    /// conversations are never deleted).
+    pub async fn direct_conversation(
+        &self,
+        low: Uuid,
+        high: Uuid,
+    ) -> Result<Option<Uuid>, sqlx::Error> {
+        if let Some(id) = self.find_direct(low, high).await? {
+            return Ok(Some(id));
         }
-        let id = self.lookup_direct(low, high).await?;
-        if let Ok(mut cache) = self.direct.lock() {
-            if cache.len() >= DIRECT_CACHE_MAX {
-                cache.clear();
-            }
-            cache.insert((low, high), id);
+        let created: Option<Uuid> = sqlx::query_scalar(CREATE_DIRECT.as_str())
+            .bind(Uuid::now_v7())
+            .bind(low)
+            .bind(high)
+            .fetch_optional(&self.pool)
+            .await?;
+        if created.is_some() {
+            return Ok(created);
         }
-        Ok(id)
+        self.find_direct(low, high).await
     }
 
-    fn cached_direct(&self, low: Uuid, high: Uuid) -> Option<Uuid> {
-        self.direct.lock().ok()?.get(&(low, high)).copied()
-    }
-
-    async fn lookup_direct(&self, low: Uuid, high: Uuid) -> Result<Uuid, Error> {
-        let existing: Option<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM message.conversations
-              WHERE kind = 1 AND direct_low = $1 AND direct_high = $2",
-        )
-        .bind(low)
-        .bind(high)
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(id) = existing {
-            return Ok(id);
-        }
-        let created: Option<Uuid> = sqlx::query_scalar(
-            "WITH ins AS (
-                 INSERT INTO message.conversations (id, kind, direct_low, direct_high, member_count)
-                 VALUES ($1, 1, $2, $3, 2)
-                 ON CONFLICT (direct_low, direct_high) WHERE kind = 1 DO NOTHING
-                 RETURNING id
-             ), mem AS (
-                 INSERT INTO message.members (conversation_id, user_id, join_seq, delivered_seq, read_seq)
-                 SELECT ins.id, u.id, 0, 0, 0 FROM ins, unnest(ARRAY[$2, $3]::uuid[]) AS u(id)
-             )
-             SELECT id FROM ins",
-        )
-        .bind(Uuid::now_v7())
-        .bind(low)
-        .bind(high)
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(id) = created {
-            return Ok(id);
-        }
-        sqlx::query_scalar(
-            "SELECT id FROM message.conversations
-              WHERE kind = 1 AND direct_low = $1 AND direct_high = $2",
-        )
-        .bind(low)
-        .bind(high)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| Error::internal("direct conversation vanished after insert conflict"))
+    async fn find_direct(&self, low: Uuid, high: Uuid) -> Result<Option<Uuid>, sqlx::Error> {
+        sqlx::query_scalar(FIND_DIRECT.as_str())
+            .bind(low)
+            .bind(high)
+            .fetch_optional(&self.pool)
+            .await
     }
 
     /// Stores a message in one statement (one transaction): checks membership and
@@ -296,81 +469,57 @@ impl Store {
         conversation_id: Uuid,
         message_id: Uuid,
         message: &NewMessage,
-    ) -> Result<SendOutcome, Error> {
-        let result = sqlx::query_as::<_, MessageRow>(
-            "WITH conv AS (
-                 UPDATE message.conversations c
-                    SET last_seq = c.last_seq + 1, sort_at = now(), updated_at = now()
-                  WHERE c.id = $1
-                    AND EXISTS (SELECT 1 FROM message.members m
-                                 WHERE m.conversation_id = $1 AND m.user_id = $2)
-                    AND NOT EXISTS (SELECT 1 FROM message.messages d
-                                     WHERE d.sender_id = $2 AND d.client_msg_id = $3)
-                 RETURNING c.last_seq
-             ), msg AS (
-                 INSERT INTO message.messages
-                        (conversation_id, seq, id, sender_id, client_msg_id, msg_type, content, file_id, created_at)
-                 SELECT $1, conv.last_seq, $4, $2, $3, $5, $6, $7, now() FROM conv
-                 RETURNING conversation_id, seq, id, sender_id, client_msg_id, msg_type, content, file_id, created_at
-             ), me AS (
-                 UPDATE message.members m
-                    SET read_seq = GREATEST(m.read_seq, msg.seq),
-                        delivered_seq = GREATEST(m.delivered_seq, msg.seq)
-                   FROM msg
-                  WHERE m.conversation_id = $1 AND m.user_id = $2
-             ), ob AS (
-                 INSERT INTO message.outbox (partition, conversation_id, kind, seq, user_id, device_id)
-                 SELECT $8, $1, 1, msg.seq, $2, $9 FROM msg
-             )
-             SELECT * FROM msg",
-        )
-        .bind(conversation_id)
-        .bind(message.sender_id)
-        .bind(&message.client_msg_id)
-        .bind(message_id)
-        .bind(message.msg_type as i16)
-        .bind(&message.content)
-        .bind(message.file_id)
-        .bind(outbox_partition(conversation_id))
-        .bind(&message.device_id)
-        .fetch_optional(&self.pool)
-        .await;
+    ) -> Result<SendOutcome, sqlx::Error> {
+        let result = sqlx::query_as::<_, MessageRow>(SEND.as_str())
+            .bind(conversation_id)
+            .bind(message.sender_id)
+            .bind(&message.client_msg_id)
+            .bind(message_id)
+            .bind(message.msg_type as i16)
+            .bind(&message.content)
+            .bind(message.file_id)
+            .bind(outbox_partition(conversation_id))
+            .bind(&message.device_id)
+            .fetch_optional(&self.pool)
+            .await;
         match result {
             Ok(Some(row)) => {
                 self.signal.raise();
                 Ok(SendOutcome::Stored(row))
             }
             // Either a duplicate (seen before the statement started) or no membership.
-            Ok(None) => match self
-                .message_by_client_id(message.sender_id, &message.client_msg_id)
-                .await?
-            {
-                Some(first) => Ok(SendOutcome::Duplicate(first)),
-                None => Err(self.refusal(conversation_id).await?),
-            },
+            Ok(None) => self.unsent(message).await,
             Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(UNIQUE_VIOLATION) => {
+                // The first copy committed before our insert failed, so it is there;
+                // not finding it is a broken invariant, reported as a missing row.
                 self.message_by_client_id(message.sender_id, &message.client_msg_id)
                     .await?
                     .map(SendOutcome::Duplicate)
-                    .ok_or_else(|| Error::internal("duplicate send without a first message"))
+                    .ok_or(sqlx::Error::RowNotFound)
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         }
     }
 
-    /// Why a send to an existing conversation found no membership: API.md answers
-    /// 403 to a sender outside an existing conversation, 404 when there is none.
-    pub async fn refusal(&self, conversation_id: Uuid) -> Result<Error, Error> {
-        let exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM message.conversations WHERE id = $1)")
-                .bind(conversation_id)
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(if exists {
-            Error::PermissionDenied("you are not a member of this conversation".to_owned())
-        } else {
-            conversation_not_found()
-        })
+    /// Why a send wrote nothing: an earlier copy of it, or no membership.
+    pub async fn unsent(&self, message: &NewMessage) -> Result<SendOutcome, sqlx::Error> {
+        Ok(
+            match self
+                .message_by_client_id(message.sender_id, &message.client_msg_id)
+                .await?
+            {
+                Some(first) => SendOutcome::Duplicate(first),
+                None => SendOutcome::NotMember,
+            },
+        )
+    }
+
+    /// Whether a conversation exists at all.
+    pub async fn conversation_exists(&self, conversation_id: Uuid) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM message.conversations WHERE id = $1)")
+            .bind(conversation_id)
+            .fetch_one(&self.pool)
+            .await
     }
 
     /// Stores many sends in one statement and one commit (group commit): the sends
@@ -404,72 +553,21 @@ impl Store {
             partitions.push(outbox_partition(*conversation_id));
             devices.push(message.device_id.clone());
         }
-        let rows: Vec<(i64, MessageRow)> = sqlx::query_as::<_, BatchRow>(
-            "WITH input AS (
-                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::int2[],
-                                      $6::text[], $7::uuid[], $8::int2[], $9::text[])
-                     WITH ORDINALITY AS t(conversation_id, sender_id, client_msg_id, id, msg_type,
-                                          content, file_id, partition, device_id, n)
-             ), fresh AS (
-                 SELECT DISTINCT ON (i.sender_id, i.client_msg_id) i.*
-                   FROM input i
-                  WHERE EXISTS (SELECT 1 FROM message.members m
-                                 WHERE m.conversation_id = i.conversation_id AND m.user_id = i.sender_id)
-                    AND NOT EXISTS (SELECT 1 FROM message.messages d
-                                     WHERE d.sender_id = i.sender_id AND d.client_msg_id = i.client_msg_id)
-                  ORDER BY i.sender_id, i.client_msg_id, i.n
-             ), counts AS (
-                 SELECT conversation_id, count(*)::bigint AS k FROM fresh GROUP BY conversation_id
-             ), locked AS (
-                 SELECT c.id FROM message.conversations c
-                  WHERE c.id IN (SELECT conversation_id FROM counts)
-                  ORDER BY c.id
-                    FOR UPDATE
-             ), conv AS (
-                 UPDATE message.conversations c
-                    SET last_seq = c.last_seq + counts.k, sort_at = now(), updated_at = now()
-                   FROM counts, locked
-                  WHERE c.id = counts.conversation_id AND locked.id = c.id
-                 RETURNING c.id, c.last_seq - counts.k AS base
-             ), numbered AS (
-                 SELECT f.*, conv.base + row_number() OVER (PARTITION BY f.conversation_id ORDER BY f.n) AS seq
-                   FROM fresh f JOIN conv ON conv.id = f.conversation_id
-             ), msg AS (
-                 INSERT INTO message.messages
-                        (conversation_id, seq, id, sender_id, client_msg_id, msg_type, content, file_id, created_at)
-                 SELECT conversation_id, seq, id, sender_id, client_msg_id, msg_type, content, file_id, now()
-                   FROM numbered
-                 RETURNING conversation_id, seq, id, sender_id, client_msg_id, msg_type, content, file_id, created_at
-             ), me AS (
-                 UPDATE message.members m
-                    SET read_seq = GREATEST(m.read_seq, x.seq),
-                        delivered_seq = GREATEST(m.delivered_seq, x.seq)
-                   FROM (SELECT conversation_id, sender_id, max(seq) AS seq
-                           FROM numbered GROUP BY conversation_id, sender_id) x
-                  WHERE m.conversation_id = x.conversation_id AND m.user_id = x.sender_id
-             ), ob AS (
-                 INSERT INTO message.outbox (partition, conversation_id, kind, seq, user_id, device_id)
-                 SELECT partition, conversation_id, 1, seq, sender_id, device_id
-                   FROM numbered ORDER BY conversation_id, seq
-             )
-             SELECT numbered.n, msg.conversation_id, msg.seq, msg.id, msg.sender_id, msg.client_msg_id,
-                    msg.msg_type, msg.content, msg.file_id, msg.created_at
-               FROM msg JOIN numbered ON numbered.id = msg.id",
-        )
-        .bind(conversation_ids)
-        .bind(sender_ids)
-        .bind(client_ids)
-        .bind(message_ids)
-        .bind(types)
-        .bind(contents)
-        .bind(files)
-        .bind(partitions)
-        .bind(devices)
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(|r| (r.n, r.message))
-        .collect();
+        let rows: Vec<(i64, MessageRow)> = sqlx::query_as::<_, BatchRow>(SEND_BATCH.as_str())
+            .bind(conversation_ids)
+            .bind(sender_ids)
+            .bind(client_ids)
+            .bind(message_ids)
+            .bind(types)
+            .bind(contents)
+            .bind(files)
+            .bind(partitions)
+            .bind(devices)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| (r.n, r.message))
+            .collect();
         if !rows.is_empty() {
             self.signal.raise();
         }
@@ -484,15 +582,15 @@ impl Store {
         &self,
         sender_id: Uuid,
         client_msg_id: &str,
-    ) -> Result<Option<MessageRow>, Error> {
-        Ok(sqlx::query_as::<_, MessageRow>(sqlx::AssertSqlSafe(format!(
+    ) -> Result<Option<MessageRow>, sqlx::Error> {
+        sqlx::query_as::<_, MessageRow>(sqlx::AssertSqlSafe(format!(
             "SELECT {MESSAGE_COLUMNS} FROM message.messages
               WHERE sender_id = $1 AND client_msg_id = $2"
         )))
         .bind(sender_id)
         .bind(client_msg_id)
         .fetch_optional(&self.pool)
-        .await?)
+        .await
     }
 
     /// Creates a group with `members` (the owner first) and announces it.
@@ -502,86 +600,53 @@ impl Store {
         owner: Uuid,
         name: &str,
         members: &[Uuid],
-    ) -> Result<(), Error> {
-        sqlx::query(
-            "WITH conv AS (
-                 INSERT INTO message.conversations (id, kind, name, owner_id, member_count)
-                 VALUES ($1, 2, $2, $3, cardinality($4::uuid[]))
-                 RETURNING id
-             ), mem AS (
-                 INSERT INTO message.members (conversation_id, user_id, join_seq, delivered_seq, read_seq)
-                 SELECT conv.id, t.u, 0, 0, 0
-                   FROM conv, unnest($4::uuid[]) WITH ORDINALITY AS t(u, n)
-                  ORDER BY t.n
-             ), ob AS (
-                 INSERT INTO message.outbox (partition, conversation_id, kind)
-                 SELECT $5, conv.id, 3 FROM conv
-             )
-             SELECT 1 FROM conv",
-        )
-        .bind(id)
-        .bind(name)
-        .bind(owner)
-        .bind(members)
-        .bind(outbox_partition(id))
-        .execute(&self.pool)
-        .await?;
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(CREATE_GROUP.as_str())
+            .bind(id)
+            .bind(name)
+            .bind(owner)
+            .bind(members)
+            .bind(outbox_partition(id))
+            .execute(&self.pool)
+            .await?;
         self.signal.raise();
         Ok(())
     }
 
-    /// Renames a group or changes its avatar (any member) and announces it. `None`
-    /// fields stay as they are.
+    /// Renames a group or changes its avatar and announces it, when `user` is a member
+    /// and the conversation is a group. `None` fields stay as they are. Returns whether
+    /// it changed anything (false: not a member, no such conversation, or not a group).
     pub async fn update_group(
         &self,
         user: Uuid,
         conversation_id: Uuid,
         name: Option<&str>,
         avatar: Option<&str>,
-    ) -> Result<(), Error> {
-        let updated: Option<Uuid> = sqlx::query_scalar(
-            "WITH upd AS (
-                 UPDATE message.conversations c
-                    SET name = COALESCE($3, c.name), avatar = COALESCE($4, c.avatar),
-                        updated_at = now()
-                  WHERE c.id = $1 AND c.kind = 2
-                    AND EXISTS (SELECT 1 FROM message.members m
-                                 WHERE m.conversation_id = $1 AND m.user_id = $2)
-                 RETURNING c.id
-             ), ob AS (
-                 INSERT INTO message.outbox (partition, conversation_id, kind)
-                 SELECT $5, upd.id, 3 FROM upd
-             )
-             SELECT id FROM upd",
-        )
-        .bind(conversation_id)
-        .bind(user)
-        .bind(name)
-        .bind(avatar)
-        .bind(outbox_partition(conversation_id))
-        .fetch_optional(&self.pool)
-        .await?;
+    ) -> Result<bool, sqlx::Error> {
+        let updated: Option<Uuid> = sqlx::query_scalar(UPDATE_GROUP.as_str())
+            .bind(conversation_id)
+            .bind(user)
+            .bind(name)
+            .bind(avatar)
+            .bind(outbox_partition(conversation_id))
+            .fetch_optional(&self.pool)
+            .await?;
         if updated.is_some() {
             self.signal.raise();
-            return Ok(());
         }
-        match self.membership(user, conversation_id).await? {
-            Some(_) => Err(not_a_group()),
-            None => Err(conversation_not_found()),
-        }
+        Ok(updated.is_some())
     }
 
-    /// Adds members to a group (any member may). New members start at the current
-    /// last_seq: they see and count only later messages. Returns how many were new.
-    pub async fn add_members(
-        &self,
-        user: Uuid,
+    /// Locks a conversation row for a membership change when `user` is a member of it;
+    /// `None` otherwise. Conversation row first, member rows after: the lock order of
+    /// every statement here.
+    pub async fn tx_lock_for_member(
+        tx: &mut Tx,
         conversation_id: Uuid,
-        new_members: &[Uuid],
-    ) -> Result<usize, Error> {
-        let mut tx = self.pool.begin().await?;
-        let locked: Option<(i16, i64, i32)> = sqlx::query_as(
-            "SELECT c.kind, c.last_seq, c.member_count FROM message.conversations c
+        user: Uuid,
+    ) -> Result<Option<LockedConversation>, sqlx::Error> {
+        sqlx::query_as::<_, LockedConversation>(
+            "SELECT c.kind, c.last_seq, c.member_count, c.owner_id FROM message.conversations c
               WHERE c.id = $1
                 AND EXISTS (SELECT 1 FROM message.members m
                              WHERE m.conversation_id = $1 AND m.user_id = $2)
@@ -589,15 +654,19 @@ impl Store {
         )
         .bind(conversation_id)
         .bind(user)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((kind, last_seq, member_count)) = locked else {
-            return Err(conversation_not_found());
-        };
-        if kind != KIND_GROUP {
-            return Err(not_a_group());
-        }
-        let added: Vec<Uuid> = sqlx::query_scalar(
+        .fetch_optional(&mut **tx)
+        .await
+    }
+
+    /// Inserts members (in the given order) starting at `join_seq`; returns the ones
+    /// that were not members yet.
+    pub async fn tx_insert_members(
+        tx: &mut Tx,
+        conversation_id: Uuid,
+        new_members: &[Uuid],
+        join_seq: i64,
+    ) -> Result<Vec<Uuid>, sqlx::Error> {
+        sqlx::query_scalar(
             "INSERT INTO message.members (conversation_id, user_id, join_seq, delivered_seq, read_seq)
              SELECT $1, t.u, $3, $3, $3 FROM unnest($2::uuid[]) WITH ORDINALITY AS t(u, n)
               ORDER BY t.n
@@ -606,78 +675,52 @@ impl Store {
         )
         .bind(conversation_id)
         .bind(new_members)
-        .bind(last_seq)
-        .fetch_all(&mut *tx)
-        .await?;
-        if added.is_empty() {
-            return Ok(0);
-        }
-        let total = usize::try_from(member_count).unwrap_or(0) + added.len();
-        if total > MAX_GROUP_MEMBERS {
-            // Dropping the transaction rolls the inserts back.
-            return Err(Error::invalid(
-                "user_ids",
-                format!("a group has at most {MAX_GROUP_MEMBERS} members"),
-            ));
-        }
+        .bind(join_seq)
+        .fetch_all(&mut **tx)
+        .await
+    }
+
+    /// Counts `added` new members on the conversation row.
+    pub async fn tx_count_added_members(
+        tx: &mut Tx,
+        conversation_id: Uuid,
+        added: usize,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query(
             "UPDATE message.conversations
                 SET member_count = member_count + $2, updated_at = now()
               WHERE id = $1",
         )
         .bind(conversation_id)
-        .bind(i32::try_from(added.len()).unwrap_or(i32::MAX))
-        .execute(&mut *tx)
+        .bind(i32::try_from(added).unwrap_or(i32::MAX))
+        .execute(&mut **tx)
         .await?;
-        self.announce(&mut tx, conversation_id, None).await?;
-        tx.commit().await?;
-        self.signal.raise();
-        Ok(added.len())
+        Ok(())
     }
 
-    /// Removes `member` from a group. `permit` decides from (owner) whether the actor
-    /// may; when the owner leaves, the longest-standing remaining member becomes owner.
-    /// The removed member is told through the announcement's extra recipients.
-    pub async fn remove_member(
-        &self,
-        actor: Uuid,
+    /// Deletes one member row; returns whether there was one.
+    pub async fn tx_delete_member(
+        tx: &mut Tx,
         conversation_id: Uuid,
         member: Uuid,
-        permit: impl FnOnce(Option<Uuid>) -> bool,
-    ) -> Result<(), Error> {
-        let mut tx = self.pool.begin().await?;
-        let locked: Option<(i16, Option<Uuid>)> = sqlx::query_as(
-            "SELECT c.kind, c.owner_id FROM message.conversations c
-              WHERE c.id = $1
-                AND EXISTS (SELECT 1 FROM message.members m
-                             WHERE m.conversation_id = $1 AND m.user_id = $2)
-                FOR UPDATE",
-        )
-        .bind(conversation_id)
-        .bind(actor)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((kind, owner)) = locked else {
-            return Err(conversation_not_found());
-        };
-        if kind != KIND_GROUP {
-            return Err(not_a_group());
-        }
-        if !permit(owner) {
-            return Err(Error::PermissionDenied(
-                "only the owner may remove other members".to_owned(),
-            ));
-        }
+    ) -> Result<bool, sqlx::Error> {
         let removed =
             sqlx::query("DELETE FROM message.members WHERE conversation_id = $1 AND user_id = $2")
                 .bind(conversation_id)
                 .bind(member)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?
                 .rows_affected();
-        if removed == 0 {
-            return Err(Error::NotFound("member not found".to_owned()));
-        }
+        Ok(removed > 0)
+    }
+
+    /// Uncounts a removed member; when it was the owner, the longest-standing remaining
+    /// member becomes owner.
+    pub async fn tx_count_removed_member(
+        tx: &mut Tx,
+        conversation_id: Uuid,
+        member: Uuid,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query(
             "UPDATE message.conversations c
                 SET member_count = c.member_count - 1, updated_at = now(),
@@ -690,31 +733,24 @@ impl Store {
         )
         .bind(conversation_id)
         .bind(member)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-        self.announce(&mut tx, conversation_id, Some(vec![member]))
-            .await?;
-        tx.commit().await?;
-        self.signal.raise();
         Ok(())
     }
 
-    /// Queues a conversation_updated announcement in the caller's transaction.
-    async fn announce(
-        &self,
-        conn: &mut PgConnection,
+    /// Queues a conversation_updated announcement in the transaction; the
+    /// `extra_recipients` (a removed member) hear it besides the current members.
+    pub async fn tx_announce(
+        tx: &mut Tx,
         conversation_id: Uuid,
         extra_recipients: Option<Vec<Uuid>>,
-    ) -> Result<(), Error> {
-        sqlx::query(
-            "INSERT INTO message.outbox (partition, conversation_id, kind, extra_recipients)
-             VALUES ($1, $2, 3, $3)",
-        )
-        .bind(outbox_partition(conversation_id))
-        .bind(conversation_id)
-        .bind(extra_recipients)
-        .execute(conn)
-        .await?;
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(ANNOUNCE.as_str())
+            .bind(outbox_partition(conversation_id))
+            .bind(conversation_id)
+            .bind(extra_recipients)
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 
@@ -723,14 +759,14 @@ impl Store {
         &self,
         user: Uuid,
         conversation_id: Uuid,
-    ) -> Result<Option<i64>, Error> {
-        Ok(sqlx::query_scalar(
+    ) -> Result<Option<i64>, sqlx::Error> {
+        sqlx::query_scalar(
             "SELECT join_seq FROM message.members WHERE conversation_id = $1 AND user_id = $2",
         )
         .bind(conversation_id)
         .bind(user)
         .fetch_optional(&self.pool)
-        .await?)
+        .await
     }
 
     /// One conversation as `user` sees it; `None` when it is not a member.
@@ -738,7 +774,7 @@ impl Store {
         &self,
         user: Uuid,
         conversation_id: Uuid,
-    ) -> Result<Option<ConversationView>, Error> {
+    ) -> Result<Option<ConversationView>, sqlx::Error> {
         let row = sqlx::query_as::<_, MemberConversationRow>(
             "SELECT c.id, c.kind, c.name, c.avatar, c.owner_id, c.last_seq, c.updated_at, c.sort_at,
                     m.join_seq, m.read_seq
@@ -755,23 +791,13 @@ impl Store {
         Ok(self.complete(vec![row]).await?.pop())
     }
 
-    /// A page of `user`'s conversations, newest activity first, after `cursor`.
+    /// A page of `user`'s conversations, newest activity first, after `after`.
     pub async fn conversations(
         &self,
         user: Uuid,
-        cursor: Option<ListCursor>,
+        after: Option<ListAfter>,
         limit: u32,
-    ) -> Result<Vec<ConversationView>, Error> {
-        let (after_time, after_id) = match cursor {
-            Some(c) => (
-                Some(
-                    DateTime::<Utc>::from_timestamp_micros(c.sort_at_micros)
-                        .ok_or_else(|| Error::invalid("cursor", "cursor is not valid"))?,
-                ),
-                Some(c.id),
-            ),
-            None => (None, None),
-        };
+    ) -> Result<Vec<ConversationView>, sqlx::Error> {
         let rows = sqlx::query_as::<_, MemberConversationRow>(
             "SELECT c.id, c.kind, c.name, c.avatar, c.owner_id, c.last_seq, c.updated_at, c.sort_at,
                     m.join_seq, m.read_seq
@@ -782,8 +808,8 @@ impl Store {
               LIMIT $4",
         )
         .bind(user)
-        .bind(after_time)
-        .bind(after_id)
+        .bind(after.map(|a| a.sort_at))
+        .bind(after.map(|a| a.id))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
@@ -795,7 +821,7 @@ impl Store {
     async fn complete(
         &self,
         rows: Vec<MemberConversationRow>,
-    ) -> Result<Vec<ConversationView>, Error> {
+    ) -> Result<Vec<ConversationView>, sqlx::Error> {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
@@ -832,8 +858,12 @@ impl Store {
     }
 
     /// Messages by (conversation, seq) pairs.
-    async fn messages_at(&self, ids: &[Uuid], seqs: &[i64]) -> Result<Vec<MessageRow>, Error> {
-        Ok(messages_at(&self.pool, ids, seqs).await?)
+    async fn messages_at(
+        &self,
+        ids: &[Uuid],
+        seqs: &[i64],
+    ) -> Result<Vec<MessageRow>, sqlx::Error> {
+        messages_at(&self.pool, ids, seqs).await
     }
 
     /// Messages of one conversation within `window`, ascending by seq.
@@ -841,7 +871,7 @@ impl Store {
         &self,
         conversation_id: Uuid,
         window: HistoryWindow,
-    ) -> Result<Vec<MessageRow>, Error> {
+    ) -> Result<Vec<MessageRow>, sqlx::Error> {
         let order = if window.newest_first { "DESC" } else { "ASC" };
         let mut rows = sqlx::query_as::<_, MessageRow>(sqlx::AssertSqlSafe(format!(
             "SELECT {MESSAGE_COLUMNS} FROM message.messages
@@ -861,7 +891,7 @@ impl Store {
     }
 
     /// Every conversation of `user` with its progress, most recently active first.
-    pub async fn sync_memberships(&self, user: Uuid) -> Result<Vec<SyncMembership>, Error> {
+    pub async fn sync_memberships(&self, user: Uuid) -> Result<Vec<SyncMembership>, sqlx::Error> {
         let rows: Vec<(Uuid, i64, i64, i64)> = sqlx::query_as(
             "SELECT m.conversation_id, m.join_seq, m.read_seq, c.last_seq
                FROM message.members m JOIN message.conversations c ON c.id = m.conversation_id
@@ -884,20 +914,17 @@ impl Store {
 
     /// The messages of sync windows, window by window, ascending by seq in each (one
     /// query for all windows).
-    pub async fn sync_messages(&self, windows: &[SyncWindow]) -> Result<Vec<MessageRow>, Error> {
+    pub async fn sync_messages(
+        &self,
+        windows: &[SyncWindow],
+    ) -> Result<Vec<MessageRow>, sqlx::Error> {
         if windows.is_empty() {
             return Ok(Vec::new());
         }
         let ids: Vec<Uuid> = windows.iter().map(|w| w.conversation_id).collect();
-        let after: Vec<i64> = windows
-            .iter()
-            .map(|w| crate::conversation::to_i64(w.after))
-            .collect();
-        let take: Vec<i64> = windows
-            .iter()
-            .map(|w| crate::conversation::to_i64(w.take))
-            .collect();
-        Ok(sqlx::query_as::<_, MessageRow>(
+        let after: Vec<i64> = windows.iter().map(|w| to_i64(w.after)).collect();
+        let take: Vec<i64> = windows.iter().map(|w| to_i64(w.take)).collect();
+        sqlx::query_as::<_, MessageRow>(
             "SELECT m.conversation_id, m.seq, m.id, m.sender_id, m.client_msg_id, m.msg_type,
                     m.content, m.file_id, m.created_at
                FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) WITH ORDINALITY AS w(cid, after, take, n)
@@ -912,7 +939,7 @@ impl Store {
         .bind(&after)
         .bind(&take)
         .fetch_all(&self.pool)
-        .await?)
+        .await
     }
 
     /// Moves the caller's delivered or read seq up to `seq` (never down, never above
@@ -924,37 +951,10 @@ impl Store {
         conversation_id: Uuid,
         seq: i64,
         mark: Mark,
-    ) -> Result<Option<ReceiptRow>, Error> {
+    ) -> Result<Option<ReceiptRow>, sqlx::Error> {
         let statement = match mark {
-            Mark::Read => {
-                "WITH upd AS (
-                     UPDATE message.members m
-                        SET read_seq = LEAST($3, c.last_seq),
-                            delivered_seq = GREATEST(m.delivered_seq, LEAST($3, c.last_seq))
-                       FROM message.conversations c
-                      WHERE m.conversation_id = $1 AND m.user_id = $2 AND c.id = m.conversation_id
-                        AND LEAST($3, c.last_seq) > m.read_seq
-                     RETURNING m.conversation_id, m.user_id, m.delivered_seq, m.read_seq
-                 ), ob AS (
-                     INSERT INTO message.outbox (partition, conversation_id, kind, user_id)
-                     SELECT $4, upd.conversation_id, 2, upd.user_id FROM upd
-                 )
-                 SELECT * FROM upd"
-            }
-            Mark::Delivered => {
-                "WITH upd AS (
-                     UPDATE message.members m
-                        SET delivered_seq = LEAST($3, c.last_seq)
-                       FROM message.conversations c
-                      WHERE m.conversation_id = $1 AND m.user_id = $2 AND c.id = m.conversation_id
-                        AND LEAST($3, c.last_seq) > m.delivered_seq
-                     RETURNING m.conversation_id, m.user_id, m.delivered_seq, m.read_seq
-                 ), ob AS (
-                     INSERT INTO message.outbox (partition, conversation_id, kind, user_id)
-                     SELECT $4, upd.conversation_id, 2, upd.user_id FROM upd
-                 )
-                 SELECT * FROM upd"
-            }
+            Mark::Read => MARK_READ.as_str(),
+            Mark::Delivered => MARK_DELIVERED.as_str(),
         };
         let moved = sqlx::query_as::<_, ReceiptRow>(statement)
             .bind(conversation_id)
@@ -967,14 +967,14 @@ impl Store {
             self.signal.raise();
             return Ok(moved);
         }
-        Ok(sqlx::query_as::<_, ReceiptRow>(
+        sqlx::query_as::<_, ReceiptRow>(
             "SELECT conversation_id, user_id, delivered_seq, read_seq FROM message.members
               WHERE conversation_id = $1 AND user_id = $2",
         )
         .bind(conversation_id)
         .bind(user)
         .fetch_optional(&self.pool)
-        .await?)
+        .await
     }
 
     /// Every member's receipt, or `None` when `user` is not a member.
@@ -982,7 +982,7 @@ impl Store {
         &self,
         user: Uuid,
         conversation_id: Uuid,
-    ) -> Result<Option<Vec<ReceiptRow>>, Error> {
+    ) -> Result<Option<Vec<ReceiptRow>>, sqlx::Error> {
         let rows = sqlx::query_as::<_, ReceiptRow>(
             "SELECT conversation_id, user_id, delivered_seq, read_seq FROM message.members
               WHERE conversation_id = $1 ORDER BY member_no",
@@ -998,7 +998,7 @@ impl Store {
         &self,
         user: Uuid,
         conversation_id: Uuid,
-    ) -> Result<Option<Vec<Uuid>>, Error> {
+    ) -> Result<Option<Vec<Uuid>>, sqlx::Error> {
         let ids: Vec<Uuid> = sqlx::query_scalar(
             "SELECT user_id FROM message.members WHERE conversation_id = $1 ORDER BY member_no",
         )
@@ -1013,11 +1013,11 @@ impl Store {
         &self,
         user: Uuid,
         candidates: &[Uuid],
-    ) -> Result<Vec<Uuid>, Error> {
+    ) -> Result<Vec<Uuid>, sqlx::Error> {
         if candidates.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(sqlx::query_scalar(
+        sqlx::query_scalar(
             "SELECT DISTINCT o.user_id
                FROM message.members o
                JOIN message.members me ON me.conversation_id = o.conversation_id AND me.user_id = $1
@@ -1026,7 +1026,7 @@ impl Store {
         .bind(user)
         .bind(candidates)
         .fetch_all(&self.pool)
-        .await?)
+        .await
     }
 }
 

@@ -1,20 +1,12 @@
 //! How stored rows look on the wire (beehive.v1 types), shared by the gRPC surface and
 //! the outbox relay so a message reads the same in an answer and in a live frame.
 
+use beehive_common::time::to_timestamp as timestamp;
 use beehive_proto::v1::{Conversation, ConversationKind, Message, MessageType, Receipt};
-use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::conversation::to_u64;
 use crate::store::{ConversationRow, ConversationView, KIND_GROUP, MessageRow, ReceiptRow};
-
-/// A protobuf timestamp of a database time.
-pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: time.timestamp(),
-        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
 
 fn kind(kind: i16) -> ConversationKind {
     if kind == KIND_GROUP {

@@ -20,17 +20,7 @@ async fn conversations(h: &Harness, me: &str, n: usize) -> Vec<(String, String)>
     let mut out = Vec::new();
     for i in 0..n {
         let peer = uid();
-        let mut request = text(me, "", &format!("open{i}"));
-        request.target = Some(pb::send_message_request::Target::ToUserId(peer.clone()));
-        let m = h
-            .message
-            .clone()
-            .send_message(request)
-            .await
-            .expect("open")
-            .into_inner()
-            .message
-            .expect("message");
+        let m = h.open_direct(me, &peer, &format!("open{i}")).await;
         out.push((peer, m.conversation_id));
     }
     out

@@ -25,9 +25,10 @@ impl PresenceConfig {
     /// Default TTL of a registration.
     pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
 
-    /// The configuration for `settings`.
-    pub fn from_settings(_settings: &Settings) -> Self {
-        Self::with_ttl(Self::DEFAULT_TTL)
+    /// The configuration for `settings` (`BEEHIVE_PRESENCE_TTL`, default
+    /// [`Self::DEFAULT_TTL`]).
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self::with_ttl(settings.presence_ttl)
     }
 
     /// A configuration with registration TTL `ttl` and a sweep cadence that keeps the
@@ -45,6 +46,18 @@ impl PresenceConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ttl_comes_from_the_settings() {
+        let defaults = PresenceConfig::from_settings(&Settings::local_defaults());
+        assert_eq!(defaults.ttl, PresenceConfig::DEFAULT_TTL);
+        let map = [("BEEHIVE_PRESENCE_TTL".to_owned(), "5s".to_owned())].into();
+        let (settings, _) = Settings::from_map(&map).expect("valid settings");
+        assert_eq!(
+            PresenceConfig::from_settings(&settings).ttl,
+            Duration::from_secs(5)
+        );
+    }
 
     #[test]
     fn sweeps_are_frequent_relative_to_the_ttl() {

@@ -15,6 +15,7 @@ pub mod announce;
 pub mod config;
 pub mod grpc;
 pub mod presence;
+pub mod service;
 pub mod store;
 
 use std::time::Duration;
@@ -74,15 +75,15 @@ pub async fn bind_with(
         config.event_queue,
         ctx.shutdown.clone(),
     );
+    let service = service::PresenceService::new(store, announcer);
     tokio::spawn(sweep_loop(
-        store.clone(),
-        announcer.clone(),
+        service.clone(),
         config.sweep_interval,
         ctx.shutdown.clone(),
     ));
     let (_health_reporter, health) =
         beehive_common::grpc::health_service::<PresenceServiceServer<grpc::PresenceGrpc>>().await;
-    let service = PresenceServiceServer::new(grpc::PresenceGrpc::new(store, announcer))
+    let service = PresenceServiceServer::new(grpc::PresenceGrpc::new(service))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
     let settings = ctx.settings.clone();
     let shutdown = ctx.shutdown.clone();
@@ -106,12 +107,7 @@ pub async fn bind_with(
 /// Removes expired connections every `interval` and announces who went offline.
 /// Every replica runs it; the sweep script claims each expired entry atomically, so
 /// replicas never announce the same transition twice.
-async fn sweep_loop(
-    store: store::Store,
-    announcer: announce::Announcer,
-    interval: Duration,
-    shutdown: Shutdown,
-) {
+async fn sweep_loop(service: service::PresenceService, interval: Duration, shutdown: Shutdown) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -120,17 +116,9 @@ async fn sweep_loop(
             _ = ticker.tick() => {}
         }
         loop {
-            match store.sweep(SWEEP_BATCH).await {
-                Ok(swept) => {
-                    for user in &swept.offline {
-                        tracing::debug!(%user, "user went offline (registration expired)");
-                        announcer.announce(*user, false);
-                    }
-                    if swept.processed > 0 {
-                        metrics::counter!("beehive_presence_expired_total")
-                            .increment(swept.processed as u64);
-                    }
-                    if swept.processed < SWEEP_BATCH {
+            match service.sweep(SWEEP_BATCH).await {
+                Ok(processed) => {
+                    if processed < SWEEP_BATCH {
                         break;
                     }
                 }

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use beehive_common::id::{parse_id, parse_unique_ids};
 use beehive_common::{Error, Result};
 use uuid::Uuid;
 
@@ -77,7 +78,7 @@ pub fn validate_instance(instance: &str) -> Result<()> {
 /// Validates a connection from a request.
 pub fn parse_connection(conn: Option<&beehive_proto::v1::Connection>) -> Result<Conn> {
     let conn = conn.ok_or_else(|| Error::invalid("connection", "connection is required"))?;
-    let user = parse_user_id("connection.user_id", &conn.user_id)?;
+    let user = parse_id("connection.user_id", &conn.user_id)?;
     let id = &conn.connection_id;
     if id.is_empty() || id.len() > MAX_CONNECTION_ID || !id.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(Error::invalid(
@@ -105,14 +106,6 @@ pub fn parse_connection(conn: Option<&beehive_proto::v1::Connection>) -> Result<
     })
 }
 
-/// Parses a user id; presence only knows UUID users.
-pub fn parse_user_id(field: &str, value: &str) -> Result<Uuid> {
-    if value.len() > 64 {
-        return Err(Error::invalid(field, format!("{field} is not a valid id")));
-    }
-    Uuid::parse_str(value).map_err(|_| Error::invalid(field, format!("{field} is not a valid id")))
-}
-
 /// Parses and deduplicates a batch of user ids (first occurrence order), refusing
 /// batches over `max`.
 pub fn parse_user_ids(field: &str, values: &[String], max: usize) -> Result<Vec<Uuid>> {
@@ -122,15 +115,7 @@ pub fn parse_user_ids(field: &str, values: &[String], max: usize) -> Result<Vec<
             format!("at most {max} user ids per call"),
         ));
     }
-    let mut seen = std::collections::HashSet::with_capacity(values.len());
-    let mut out = Vec::with_capacity(values.len());
-    for value in values {
-        let id = parse_user_id(field, value)?;
-        if seen.insert(id) {
-            out.push(id);
-        }
-    }
-    Ok(out)
+    parse_unique_ids(field, values)
 }
 
 /// One decoded hash entry.

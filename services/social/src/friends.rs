@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use beehive_common::id::parse_unique_ids;
 use beehive_common::{Error, Result};
 use beehive_proto::v1::{FriendRequestStatus, RequestDirection};
 use chrono::{DateTime, Utc};
@@ -33,18 +34,6 @@ pub const MAX_CANDIDATES: usize = 5000;
 
 /// Longest cursor accepted, so garbage cursors are refused before any decoding work.
 const MAX_CURSOR_LEN: usize = 128;
-
-/// Parses a user or request id. Ids are UUIDs; anything else is the caller's mistake,
-/// reported against the request field that carried it.
-pub fn parse_id(field: &str, value: &str) -> Result<Uuid> {
-    if value.is_empty() {
-        return Err(Error::invalid(field, format!("{field} is required")));
-    }
-    if value.len() > 64 {
-        return Err(Error::invalid(field, format!("{field} is not a valid id")));
-    }
-    Uuid::parse_str(value).map_err(|_| Error::invalid(field, format!("{field} is not a valid id")))
-}
 
 /// Checks a friend request's message length.
 pub fn validate_message(message: &str) -> Result<()> {
@@ -93,7 +82,7 @@ pub enum StoredStatus {
 
 impl StoredStatus {
     /// The database value.
-    pub fn code(self) -> i16 {
+    pub const fn code(self) -> i16 {
         self as i16
     }
 
@@ -228,15 +217,7 @@ pub fn parse_candidates(candidates: &[String]) -> Result<Vec<Uuid>> {
             format!("at most {MAX_CANDIDATES} candidate ids per call"),
         ));
     }
-    let mut seen = std::collections::HashSet::with_capacity(candidates.len());
-    let mut out = Vec::with_capacity(candidates.len());
-    for candidate in candidates {
-        let id = parse_id("candidate_ids", candidate)?;
-        if seen.insert(id) {
-            out.push(id);
-        }
-    }
-    Ok(out)
+    parse_unique_ids("candidate_ids", candidates)
 }
 
 #[cfg(test)]
@@ -245,10 +226,14 @@ mod tests {
     use chrono::TimeDelta;
 
     #[test]
-    fn ids_must_be_uuids() {
-        assert!(parse_id("to_user_id", "0196f7e4-6f43-7d2a-9c55-3b1f3c2a9e10").is_ok());
+    fn candidates_must_be_uuids() {
+        let id = "0196f7e4-6f43-7d2a-9c55-3b1f3c2a9e10".to_owned();
+        assert_eq!(
+            parse_candidates(&[id.clone(), id]).map(|c| c.len()).ok(),
+            Some(1)
+        );
         for bad in ["", "42", "not-a-uuid", &"a".repeat(10_000)] {
-            let error = parse_id("to_user_id", bad).expect_err(bad);
+            let error = parse_candidates(&[bad.to_owned()]).expect_err(bad);
             assert_eq!(error.code(), beehive_common::ErrorCode::InvalidArgument);
         }
     }

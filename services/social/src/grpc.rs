@@ -1,9 +1,10 @@
 //! The gRPC surface of the social service: decode and validate ids, call
-//! [`Social`], encode. No SQL and no rules here.
+//! [`SocialService`], encode. No SQL and no rules here.
 
 use std::sync::Arc;
 
-use beehive_proto::v1::social_service_server::SocialService;
+use beehive_common::id::parse_id;
+use beehive_proto::v1::social_service_server::SocialService as SocialRpc;
 use beehive_proto::v1::{
     AcceptFriendRequestRequest, AcceptFriendRequestResponse, AreFriendsRequest, AreFriendsResponse,
     DeleteFriendRequest, DeleteFriendResponse, FilterFriendsRequest, FilterFriendsResponse,
@@ -13,18 +14,18 @@ use beehive_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::friends::{parse_candidates, parse_direction, parse_id};
-use crate::social::Social;
+use crate::friends::{parse_candidates, parse_direction};
+use crate::service::SocialService;
 
 /// The tonic implementation of `beehive.v1.SocialService`.
 #[derive(Clone)]
 pub struct SocialGrpc {
-    social: Arc<Social>,
+    social: Arc<SocialService>,
 }
 
 impl SocialGrpc {
     /// Serves `social`.
-    pub fn new(social: Arc<Social>) -> Self {
+    pub fn new(social: Arc<SocialService>) -> Self {
         Self { social }
     }
 }
@@ -34,7 +35,7 @@ fn page_of(request: Option<&beehive_proto::v1::PageRequest>) -> (u32, &str) {
 }
 
 #[tonic::async_trait]
-impl SocialService for SocialGrpc {
+impl SocialRpc for SocialGrpc {
     async fn send_friend_request(
         &self,
         request: Request<SendFriendRequestRequest>,

@@ -9,9 +9,10 @@
 
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod friends;
 pub mod grpc;
-pub mod social;
+pub mod service;
 pub mod store;
 
 use std::sync::Arc;
@@ -25,6 +26,9 @@ use beehive_proto::v1::social_service_server::SocialServiceServer;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 
+pub use config::SocialConfig;
+use service::SocialService;
+
 /// The social schema's migrations (versions 3000001+).
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
@@ -32,6 +36,15 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 /// is reached at `ctx.settings.component_addr(Component::Presence)`, lazily: social
 /// starts and serves even while presence is still coming up.
 pub async fn bind(ctx: &Context, listener: TcpListener) -> Result<Bound, ComponentError> {
+    bind_with(ctx, listener, SocialConfig::from_settings(&ctx.settings)).await
+}
+
+/// [`bind`] with an explicit configuration.
+pub async fn bind_with(
+    ctx: &Context,
+    listener: TcpListener,
+    config: SocialConfig,
+) -> Result<Bound, ComponentError> {
     let addr = listener
         .local_addr()
         .map_err(|e| ComponentError::failed(Component::Social, e))?;
@@ -40,15 +53,13 @@ pub async fn bind(ctx: &Context, listener: TcpListener) -> Result<Bound, Compone
     let presence =
         ClientStack::connect(Component::Presence, &ctx.settings, &ctx.shutdown).map_err(failed)?;
     let bus = EventBus::new(&ctx.settings, PresenceServiceClient::new(presence));
-    let notifier = Arc::new(social::Notifier::new(bus));
-    let social = Arc::new(social::Social::new(
+    let notifier = Arc::new(service::Notifier::new(bus));
+    let social = Arc::new(SocialService::new(
         store::Store::new(pool.clone()),
         Some(notifier),
+        config.notify_timeout,
     ));
-    tokio::spawn(expiry_sweep(
-        store::Store::new(pool.clone()),
-        ctx.shutdown.clone(),
-    ));
+    tokio::spawn(expiry_sweep(social.clone(), config, ctx.shutdown.clone()));
     let (_health_reporter, health) =
         beehive_common::grpc::health_service::<SocialServiceServer<grpc::SocialGrpc>>().await;
     let service = SocialServiceServer::new(grpc::SocialGrpc::new(social));
@@ -71,30 +82,27 @@ pub async fn bind(ctx: &Context, listener: TcpListener) -> Result<Bound, Compone
     })
 }
 
-/// How often pending requests past their lifetime are marked expired.
-const EXPIRY_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
-
-/// Rows marked per statement, so one sweep never holds many row locks at once.
-const EXPIRY_SWEEP_BATCH: i64 = 1000;
-
-/// Marks stale pending requests expired once an hour. Every replica may run it: rows
-/// locked by another replica are skipped, and the update is idempotent.
-async fn expiry_sweep(store: store::Store, shutdown: beehive_common::Shutdown) {
-    let mut ticker = tokio::time::interval(EXPIRY_SWEEP_INTERVAL);
+/// Marks stale pending requests expired every `config.expiry_sweep_interval`. Every
+/// replica may run it: rows locked by another replica are skipped, and the update is
+/// idempotent.
+async fn expiry_sweep(
+    social: Arc<SocialService>,
+    config: SocialConfig,
+    shutdown: beehive_common::Shutdown,
+) {
+    let mut ticker = tokio::time::interval(config.expiry_sweep_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let batch = config.expiry_sweep_batch;
     loop {
         tokio::select! {
             () = shutdown.wait() => return,
             _ = ticker.tick() => {}
         }
         loop {
-            match store
-                .expire_stale(friends::REQUEST_LIFETIME, EXPIRY_SWEEP_BATCH)
-                .await
-            {
+            match social.expire_stale_requests(batch).await {
                 Ok(n) if n > 0 => {
                     tracing::info!(expired = n, "expired stale friend requests");
-                    if n < EXPIRY_SWEEP_BATCH as u64 {
+                    if n < u64::from(batch) {
                         break;
                     }
                 }

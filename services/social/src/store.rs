@@ -11,7 +11,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::friends::{StoredStatus, pair_lock_key};
-use beehive_common::{Error, Result};
+use beehive_common::Result;
 
 /// One row of `social.friend_requests`.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -30,19 +30,12 @@ pub struct RequestRow {
     pub created_at: DateTime<Utc>,
 }
 
-impl RequestRow {
-    /// The stored status; a value outside the schema's CHECK is a bug.
-    pub fn stored_status(&self) -> Result<StoredStatus> {
-        StoredStatus::from_code(self.status).ok_or_else(|| {
-            Error::internal(format!(
-                "friend request {} has unknown status {}",
-                self.id, self.status
-            ))
-        })
-    }
-}
-
 const REQUEST_COLUMNS: &str = "id, from_user_id, to_user_id, message, status, created_at";
+
+/// [`StoredStatus`] codes as SQL literals (not bind parameters: the pending-only
+/// partial indexes are usable only when the query carries the literal).
+const PENDING: i16 = StoredStatus::Pending.code();
+const EXPIRED: i16 = StoredStatus::Expired.code();
 
 /// The social service's database access.
 #[derive(Clone)]
@@ -94,7 +87,7 @@ impl Store {
         };
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {REQUEST_COLUMNS} FROM social.friend_requests \
-             WHERE {column} = $1 AND status = 1 \
+             WHERE {column} = $1 AND status = {PENDING} \
                AND created_at > now() - make_interval(secs => $2) \
                AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4)) \
              ORDER BY created_at DESC, id DESC LIMIT $5"
@@ -114,16 +107,17 @@ impl Store {
     /// call; returns how many. Reads already treat them as expired; this keeps the
     /// pending-only indexes small.
     pub async fn expire_stale(&self, lifetime: Duration, batch: i64) -> Result<u64> {
-        let done = sqlx::query(
-            "UPDATE social.friend_requests SET status = 4, decided_at = now() \
+        let sql = sqlx::AssertSqlSafe(format!(
+            "UPDATE social.friend_requests SET status = {EXPIRED}, decided_at = now() \
              WHERE id IN (SELECT id FROM social.friend_requests \
-                          WHERE status = 1 AND created_at <= now() - make_interval(secs => $1) \
-                          LIMIT $2 FOR UPDATE SKIP LOCKED)",
-        )
-        .bind(lifetime.as_secs_f64())
-        .bind(batch)
-        .execute(&self.pool)
-        .await?;
+                          WHERE status = {PENDING} AND created_at <= now() - make_interval(secs => $1) \
+                          LIMIT $2 FOR UPDATE SKIP LOCKED)"
+        ));
+        let done = sqlx::query(sql)
+            .bind(lifetime.as_secs_f64())
+            .bind(batch)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected())
     }
 
@@ -189,7 +183,7 @@ impl PairTx {
     pub async fn pending_request(&mut self, from: Uuid, to: Uuid) -> Result<Option<RequestRow>> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {REQUEST_COLUMNS} FROM social.friend_requests \
-             WHERE from_user_id = $1 AND to_user_id = $2 AND status = 1 FOR UPDATE"
+             WHERE from_user_id = $1 AND to_user_id = $2 AND status = {PENDING} FOR UPDATE"
         ));
         Ok(sqlx::query_as::<_, RequestRow>(sql)
             .bind(from)
@@ -228,17 +222,18 @@ impl PairTx {
         Ok(())
     }
 
-    /// Stores a new pending request.
+    /// Stores a new pending request; `None` when the unique index of pending requests
+    /// refused it (another pending request of the pair exists).
     pub async fn insert_request(
         &mut self,
         id: Uuid,
         from: Uuid,
         to: Uuid,
         message: &str,
-    ) -> Result<RequestRow> {
+    ) -> Result<Option<RequestRow>> {
         let sql = sqlx::AssertSqlSafe(format!(
             "INSERT INTO social.friend_requests (id, from_user_id, to_user_id, message, status) \
-             VALUES ($1, $2, $3, $4, 1) RETURNING {REQUEST_COLUMNS}"
+             VALUES ($1, $2, $3, $4, {PENDING}) RETURNING {REQUEST_COLUMNS}"
         ));
         let inserted = sqlx::query_as::<_, RequestRow>(sql)
             .bind(id)
@@ -248,11 +243,8 @@ impl PairTx {
             .fetch_one(&mut *self.tx)
             .await;
         match inserted {
-            Ok(row) => Ok(row),
-            // The pair lock makes this unreachable unless a writer bypassed it.
-            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Err(
-                Error::AlreadyExists("a friend request to this user is already pending".into()),
-            ),
+            Ok(row) => Ok(Some(row)),
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Ok(None),
             Err(other) => Err(other.into()),
         }
     }

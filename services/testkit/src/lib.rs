@@ -6,6 +6,14 @@
 //! `BEEHIVE_TEST_DATABASE_URL` (admin connection, default
 //! `postgres://postgres@127.0.0.1:5432/postgres`), `BEEHIVE_TEST_REDIS_URL` and
 //! `BEEHIVE_TEST_AMQP_URL`; `scripts/infra.sh` starts them when absent.
+//!
+//! Besides isolation: [`serve`] starts components in-process, [`logs`] captures what
+//! they log (verification codes of the dev mail sink), [`amqp`] consumes a gateway
+//! instance's queue.
+
+pub mod amqp;
+pub mod logs;
+pub mod serve;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -199,21 +199,6 @@ pub fn parse_login(login: &str) -> Option<Login> {
         .map(|()| Login::Username(login.to_owned()))
 }
 
-/// Parses a required id field; `invalid_argument` naming `field` otherwise.
-pub fn parse_id(field: &str, value: &str) -> Result<Uuid> {
-    Uuid::parse_str(value.trim())
-        .map_err(|_| Error::invalid(field, format!("{field} is not a valid id")))
-}
-
-/// Parses an optional id (empty = none), e.g. `viewer_id`.
-pub fn parse_optional_id(field: &str, value: &str) -> Result<Option<Uuid>> {
-    if value.trim().is_empty() {
-        Ok(None)
-    } else {
-        parse_id(field, value).map(Some)
-    }
-}
-
 /// Turns a search query into a `LIKE` prefix pattern (wildcards escaped, so `a_%`
 /// matches literally). The caller lowercases both sides in SQL.
 pub fn search_pattern(query: &str) -> Result<String> {
@@ -389,13 +374,5 @@ mod tests {
         assert_eq!(page_limit(0), 50);
         assert_eq!(page_limit(7), 7);
         assert_eq!(page_limit(10_000), 200);
-    }
-
-    #[test]
-    fn ids() {
-        assert!(parse_id("user_id", "nope").is_err());
-        assert_eq!(parse_optional_id("viewer_id", "").expect("empty"), None);
-        let id = Uuid::now_v7();
-        assert_eq!(parse_id("user_id", &id.to_string()).expect("ok"), id);
     }
 }

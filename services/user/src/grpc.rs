@@ -1,15 +1,16 @@
-//! The `beehive.v1.UserService` surface: decode and check ids, call [`Users`], encode.
+//! The `beehive.v1.UserService` surface: decode and check ids, call [`UserService`], encode.
 //! No SQL and no rules here.
 
 use beehive_common::Error;
+use beehive_common::id::{parse_id, parse_optional_id};
+use beehive_common::time::to_timestamp;
 use beehive_proto::v1 as pb;
-use beehive_proto::v1::user_service_server::UserService;
+use beehive_proto::v1::user_service_server::UserService as UserRpc;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::account::{parse_id, parse_optional_id};
+use crate::service::{ProfileUpdate, Registration, UserService};
 use crate::store::UserRow;
-use crate::users::{ProfileUpdate, Registration, Users};
 
 /// Largest request the service decodes: a 2,000-id batch is about 80 KiB.
 pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
@@ -17,12 +18,12 @@ pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
 /// The tonic service.
 #[derive(Clone)]
 pub struct UserGrpc {
-    users: Users,
+    users: UserService,
 }
 
 impl UserGrpc {
     /// Serves `users`.
-    pub fn new(users: Users) -> Self {
+    pub fn new(users: UserService) -> Self {
         Self { users }
     }
 }
@@ -40,14 +41,7 @@ pub fn user_to_proto(row: &UserRow, viewer: Option<Uuid>) -> pb::User {
         } else {
             None
         },
-        created_at: Some(timestamp(row.created_at)),
-    }
-}
-
-fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos() as i32,
+        created_at: Some(to_timestamp(row.created_at)),
     }
 }
 
@@ -62,7 +56,7 @@ fn parse_ids(field: &str, ids: &[String]) -> Result<Vec<Uuid>, Error> {
 }
 
 #[tonic::async_trait]
-impl UserService for UserGrpc {
+impl UserRpc for UserGrpc {
     async fn send_verification_code(
         &self,
         request: Request<pb::SendVerificationCodeRequest>,

@@ -10,8 +10,8 @@ pub mod account;
 pub mod config;
 pub mod grpc;
 pub mod password;
+pub mod service;
 pub mod store;
-pub mod users;
 pub mod verification;
 
 use std::time::Duration;
@@ -26,8 +26,8 @@ use sqlx::migrate::Migrator;
 use crate::config::UserConfig;
 use crate::grpc::{MAX_REQUEST_BYTES, UserGrpc};
 use crate::password::Passwords;
+use crate::service::UserService;
 use crate::store::Store;
-use crate::users::Users;
 
 /// The user service's migrations (versions 2000001+, schema `users`).
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -51,7 +51,7 @@ pub async fn bind(
         .await
         .map_err(|e| failed(e.into()))?
         .map_err(|e| failed(e.into()))?;
-    let users = Users::new(Store::new(pool.clone()), passwords, config);
+    let users = UserService::new(Store::new(pool.clone()), passwords, config);
 
     let janitor = users.clone();
     let janitor_shutdown = ctx.shutdown.clone();

@@ -1,6 +1,6 @@
 //! Every SQL statement of the user service (schema `users`), nothing else.
 
-use beehive_common::{Error, Result};
+use beehive_common::Result;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -340,14 +340,5 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected())
-    }
-}
-
-impl From<Taken> for Error {
-    fn from(taken: Taken) -> Self {
-        match taken {
-            Taken::Username => Error::AlreadyExists("the username is already taken".to_owned()),
-            Taken::Email => Error::AlreadyExists("the email is already registered".to_owned()),
-        }
     }
 }

@@ -1,66 +1,12 @@
 //! The user service against real PostgreSQL: started in-process with `bind` on a
 //! loopback listener and driven over gRPC as auth and the gateway drive it.
 
-use std::sync::{Arc, Mutex, OnceLock};
-
-use beehive_common::component::{Context, Infra};
 use beehive_common::{Error, ErrorCode, Shutdown};
 use beehive_proto::v1 as pb;
 use beehive_proto::v1::user_service_client::UserServiceClient;
-use beehive_testkit::TestEnv;
+use beehive_testkit::logs::{self, logged_code};
+use beehive_testkit::{TestEnv, serve};
 use tonic::transport::Channel;
-
-/// Log lines written by every test of this binary, so the dev mail sink can be read.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-fn log() -> &'static Capture {
-    static LOG: OnceLock<Capture> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let capture = Capture::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(capture.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .finish();
-        let _ = tracing::subscriber::set_global_default(subscriber);
-        capture
-    })
-}
-
-/// The code the dev sink logged for `email`: from the one line holding both.
-fn logged_code(email: &str) -> String {
-    let text = String::from_utf8(log().0.lock().expect("log lock").clone()).expect("utf8 log");
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.contains(email) && l.contains("verification code"))
-        .unwrap_or_else(|| panic!("no code logged for {email}"));
-    assert!(line.contains(" INFO "), "logged at info level: {line}");
-    let marker = "code=";
-    let start = line.find(marker).expect("code field") + marker.len();
-    let code: String = line[start..].chars().take(6).collect();
-    assert!(code.chars().all(|c| c.is_ascii_digit()), "{line}");
-    assert!(line.contains(&format!("email={email}")), "{line}");
-    code
-}
 
 struct Harness {
     env: TestEnv,
@@ -75,23 +21,14 @@ impl Drop for Harness {
 }
 
 async fn start() -> Harness {
-    log();
+    logs::captured();
     let env = TestEnv::new(&[&beehive_user::MIGRATOR]).await;
     let shutdown = Shutdown::new();
-    let ctx = Context {
-        settings: env.settings.clone(),
-        infra: Infra::new(env.settings.clone()),
-        shutdown: shutdown.clone(),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let ctx = serve::context(&env.settings, &shutdown);
+    let bound = beehive_user::bind(&ctx, serve::loopback().await)
         .await
-        .expect("listener");
-    let bound = beehive_user::bind(&ctx, listener).await.expect("bind");
-    let addr = bound.addr;
-    for check in &bound.readiness {
-        check.run().await.expect("ready");
-    }
-    tokio::spawn(bound.serve);
+        .expect("bind");
+    let addr = serve::run(bound).await;
     let client = UserServiceClient::connect(format!("http://{addr}"))
         .await
         .expect("connect");
@@ -774,7 +711,7 @@ async fn the_dev_sink_logs_one_line_with_email_and_code() {
         .await
         .expect("send");
     let code = logged_code(email);
-    let text = String::from_utf8(log().0.lock().expect("lock").clone()).expect("utf8");
+    let text = logs::captured().text();
     let lines: Vec<&str> = text.lines().filter(|l| l.contains(email)).collect();
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].contains(&code));

@@ -11,17 +11,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use beehive_common::component::{Context, Infra};
-use beehive_common::events::{Names, declare_gateway_queue};
+use beehive_common::events::Names;
 use beehive_common::{Component, Error, ErrorCode, Settings, Shutdown};
 use beehive_message::{MessageConfig, RelayConfig};
 use beehive_proto::v1 as pb;
 use beehive_proto::v1::message_service_client::MessageServiceClient;
 use beehive_proto::v1::presence_service_server::{PresenceService, PresenceServiceServer};
 use beehive_proto::v1::user_service_client::UserServiceClient;
-use beehive_testkit::TestEnv;
+use beehive_testkit::amqp::{GatewayConsumer, consume_gateway_queue};
+use beehive_testkit::{TestEnv, serve};
 use futures::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use prost::Message as _;
 use tokio::net::TcpListener;
@@ -133,7 +133,7 @@ impl Drop for Harness {
 }
 
 async fn listener() -> TcpListener {
-    TcpListener::bind("127.0.0.1:0").await.expect("listener")
+    serve::loopback().await
 }
 
 impl Harness {
@@ -157,17 +157,11 @@ impl Harness {
         let shutdown = Shutdown::new();
         let mut settings = env.settings.clone();
 
-        let user_ctx = Context {
-            settings: settings.clone(),
-            infra: Infra::new(settings.clone()),
-            shutdown: shutdown.clone(),
-        };
-        let user = beehive_user::bind(&user_ctx, listener().await)
+        let user = beehive_user::bind(&serve::context(&settings, &shutdown), listener().await)
             .await
             .expect("bind user");
-        settings.set_component_addr(Component::User, format!("http://{}", user.addr));
-        let user_addr = user.addr;
-        tokio::spawn(user.serve);
+        let user_addr = serve::run(user).await;
+        settings.set_component_addr(Component::User, format!("http://{user_addr}"));
 
         let routes = Routes::default();
         let presence_listener = listener().await;
@@ -301,6 +295,21 @@ impl Harness {
             .expect("count dead")
     }
 
+    /// Sends `from`'s first message to `to` (client id `client_msg_id`), opening their
+    /// direct conversation; returns the stored message.
+    pub async fn open_direct(&self, from: &str, to: &str, client_msg_id: &str) -> pb::Message {
+        let mut request = text(from, "", client_msg_id);
+        request.target = Some(pb::send_message_request::Target::ToUserId(to.to_owned()));
+        self.message
+            .clone()
+            .send_message(request)
+            .await
+            .expect("open a direct conversation")
+            .into_inner()
+            .message
+            .expect("the stored message")
+    }
+
     /// Waits until the outbox is empty.
     pub async fn drained(&self) {
         eventually("the outbox drains", || async {
@@ -346,11 +355,7 @@ async fn start_message(
     shutdown: &Shutdown,
     relay: Option<RelayConfig>,
 ) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let ctx = Context {
-        settings: settings.clone(),
-        infra: Infra::new(settings.clone()),
-        shutdown: shutdown.clone(),
-    };
+    let ctx = serve::context(settings, shutdown);
     let config = MessageConfig {
         run_relay: relay.is_some(),
         relay: relay.unwrap_or_default(),
@@ -437,31 +442,10 @@ pub struct GatewayQueue {
 impl GatewayQueue {
     /// Declares the queue of `instance` (as a gateway would) and consumes it.
     pub async fn consume(settings: &Settings, instance: &str) -> Self {
-        let connection = amqp(settings).await.expect("amqp");
-        let channel = connection.create_channel().await.expect("channel");
-        let queue = declare_gateway_queue(&channel, &Names::new(settings), instance)
-            .await
-            .expect("declare gateway queue");
-        Self::consume_queue(connection, channel, &queue).await
-    }
-
-    async fn consume_queue(
-        connection: lapin::Connection,
-        channel: lapin::Channel,
-        queue: &str,
-    ) -> Self {
-        let mut consumer = channel
-            .basic_consume(
-                ShortString::from(queue.to_owned()),
-                ShortString::from("test".to_owned()),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume");
+        let GatewayConsumer {
+            connection,
+            mut consumer,
+        } = consume_gateway_queue(settings, instance).await;
         let events = Arc::new(Mutex::new(Vec::new()));
         let arrived = Arc::new(Mutex::new(Vec::new()));
         let (sink, times) = (events.clone(), arrived.clone());

@@ -5,18 +5,15 @@
 
 use std::time::Duration;
 
-use beehive_common::events::{Names, declare_gateway_queue};
-use beehive_common::{Component, Context, Infra, Shutdown};
+use beehive_common::{Component, Context, Shutdown};
 use beehive_presence::PresenceConfig;
 use beehive_proto::v1::presence_service_client::PresenceServiceClient;
 use beehive_proto::v1::social_service_client::SocialServiceClient;
 use beehive_proto::v1::{Connection, Event, RegisterConnectionRequest, event};
-use beehive_testkit::TestEnv;
+use beehive_testkit::amqp::{GatewayConsumer, consume_gateway_queue};
+use beehive_testkit::{TestEnv, serve};
 use futures::StreamExt as _;
-use lapin::options::BasicConsumeOptions;
-use lapin::types::FieldTable;
 use prost::Message as _;
-use tokio::net::TcpListener;
 use tonic::transport::Channel;
 
 /// Both services, their clients and the private environment.
@@ -31,20 +28,14 @@ impl Stack {
     /// Starts social and presence (registration TTL `ttl`).
     pub async fn start(ttl: Duration) -> Self {
         let env = TestEnv::new(&[&beehive_social::MIGRATOR]).await;
-        let social_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind social");
-        let presence_listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind presence");
+        let social_listener = serve::loopback().await;
+        let presence_listener = serve::loopback().await;
         let social_url = format!("http://{}", social_listener.local_addr().expect("addr"));
         let presence_url = format!("http://{}", presence_listener.local_addr().expect("addr"));
         let mut settings = env.settings.clone();
         settings.set_component_addr(Component::Social, social_url.clone());
         settings.set_component_addr(Component::Presence, presence_url.clone());
-        let ctx = Context {
-            infra: Infra::new(settings.clone()),
-            settings,
-            shutdown: Shutdown::new(),
-        };
+        let ctx = serve::context(&settings, &Shutdown::new());
         let social = beehive_social::bind(&ctx, social_listener)
             .await
             .expect("social binds");
@@ -119,25 +110,10 @@ pub struct GatewayQueue {
 
 impl GatewayQueue {
     async fn open(settings: &beehive_common::Settings, instance: &str) -> Self {
-        let connection = beehive_common::infra::connect_amqp(&settings.amqp_url)
-            .await
-            .expect("amqp");
-        let channel = connection.create_channel().await.expect("channel");
-        let queue = declare_gateway_queue(&channel, &Names::new(settings), instance)
-            .await
-            .expect("declare queue");
-        let consumer = channel
-            .basic_consume(
-                queue.into(),
-                "test".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume");
+        let GatewayConsumer {
+            connection,
+            consumer,
+        } = consume_gateway_queue(settings, instance).await;
         Self {
             _connection: connection,
             consumer,

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::account::{self, Login};
 use crate::config::UserConfig;
 use crate::password::Passwords;
-use crate::store::{Store, UserRow};
+use crate::store::{Store, Taken, UserRow};
 use crate::verification::{self, CODE_TTL, MAX_ATTEMPTS, RESEND_INTERVAL};
 
 /// The message of every failed code check: wrong, expired, used or never sent look
@@ -59,13 +59,13 @@ pub struct SearchPage {
 
 /// The user service's state and operations.
 #[derive(Clone)]
-pub struct Users {
+pub struct UserService {
     store: Store,
     passwords: Passwords,
     config: UserConfig,
 }
 
-impl Users {
+impl UserService {
     /// Assembles the service.
     pub fn new(store: Store, passwords: Passwords, config: UserConfig) -> Self {
         Self {
@@ -134,7 +134,7 @@ impl Users {
         }
         // Cheap refusals first: an argon2 hash costs tens of milliseconds.
         if self.store.username_taken(&request.username).await? {
-            return Err(crate::store::Taken::Username.into());
+            return Err(Taken::Username.into());
         }
         if let Some(email) = &email
             && self.store.email_taken(email).await?
@@ -399,6 +399,16 @@ fn decode_cursor(cursor: &str) -> Result<Option<String>> {
     }
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
     String::from_utf8(bytes).map(Some).map_err(|_| invalid())
+}
+
+/// What the API says when a unique index refused an account.
+impl From<Taken> for Error {
+    fn from(taken: Taken) -> Self {
+        match taken {
+            Taken::Username => Error::AlreadyExists("the username is already taken".to_owned()),
+            Taken::Email => Error::AlreadyExists("the email is already registered".to_owned()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,13 @@
-//! The social use cases: each runs the rules of [`crate::friends`] against the store
-//! inside one transaction per user pair, then announces what changed on the event bus.
+//! The social use cases, one method per RPC: each runs the rules of [`crate::friends`]
+//! against the store inside one transaction per user pair, chooses what the API says
+//! when something is refused or absent, then announces what changed on the event bus.
+//! The only caller of [`crate::store`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use beehive_common::events::EventBus;
+use beehive_common::time::to_timestamp;
 use beehive_common::{Error, Result};
 use beehive_proto::v1::{Event, FriendRequest, FriendRequestStatus, RequestDirection, event};
 use chrono::{DateTime, Utc};
@@ -15,12 +18,7 @@ use crate::friends::{
 };
 use crate::store::{RequestRow, Store};
 
-/// How long an RPC waits for its notification to be confirmed by the broker. The
-/// notification is a convenience (clients also list requests), so a slow broker must
-/// not hold the caller for the whole gRPC deadline.
-const NOTIFY_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// What [`Social::send_request`] did.
+/// What [`SocialService::send_request`] did.
 #[derive(Debug)]
 pub enum Sent {
     /// A new pending request.
@@ -48,16 +46,30 @@ pub struct Page<T> {
 }
 
 /// The social service's state.
-pub struct Social {
+pub struct SocialService {
     store: Store,
     bus: Option<Arc<Notifier>>,
+    /// See [`crate::SocialConfig::notify_timeout`].
+    notify_timeout: Duration,
 }
 
-impl Social {
+impl SocialService {
     /// A service over `store` that announces requests and acceptances on `bus` (none:
     /// nothing is announced, for tools that only read).
-    pub fn new(store: Store, bus: Option<Arc<Notifier>>) -> Self {
-        Self { store, bus }
+    pub fn new(store: Store, bus: Option<Arc<Notifier>>, notify_timeout: Duration) -> Self {
+        Self {
+            store,
+            bus,
+            notify_timeout,
+        }
+    }
+
+    /// Marks at most `batch` stale pending requests expired; returns how many. Reads
+    /// already treat them as expired; this keeps the pending-only indexes small.
+    pub async fn expire_stale_requests(&self, batch: u32) -> Result<u64> {
+        self.store
+            .expire_stale(REQUEST_LIFETIME, i64::from(batch))
+            .await
     }
 
     /// Sends a friend request from `from` to `to` (ids already validated as UUIDs).
@@ -93,15 +105,17 @@ impl Social {
         }
         if let Some(previous) = tx.pending_request(from, to).await? {
             if blocks_duplicate(previous.created_at, now) {
-                return Err(Error::AlreadyExists(
-                    "a friend request to this user is already pending".into(),
-                ));
+                return Err(already_pending());
             }
             // Older than the duplicate window: the new request supersedes it, so the
             // addressee sees one request per sender.
             tx.set_status(previous.id, StoredStatus::Expired).await?;
         }
-        let row = tx.insert_request(Uuid::now_v7(), from, to, message).await?;
+        // The pair lock makes a refused insert unreachable unless a writer bypassed it.
+        let row = tx
+            .insert_request(Uuid::now_v7(), from, to, message)
+            .await?
+            .ok_or_else(already_pending)?;
         tx.commit().await?;
         let request = to_proto(&row, FriendRequestStatus::Pending);
         tracing::info!(request_id = %row.id, %from, %to, "friend request sent");
@@ -205,7 +219,7 @@ impl Social {
         let row = tx
             .request_for_update(request_id)
             .await?
-            .filter(|r| r.stored_status().ok() == Some(StoredStatus::Pending))
+            .filter(|r| StoredStatus::from_code(r.status) == Some(StoredStatus::Pending))
             .filter(|r| !is_expired(r.created_at, now))
             .ok_or_else(not_found)?;
         Ok((tx, row))
@@ -284,23 +298,37 @@ impl Social {
             payload: Some(payload),
             ..Event::default()
         };
-        match tokio::time::timeout(NOTIFY_TIMEOUT, bus.send(vec![event])).await {
+        match tokio::time::timeout(self.notify_timeout, bus.send(vec![event])).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
                 tracing::warn!(%error, event = kind, %recipient, "friend notification not published");
                 metrics::counter!("beehive_social_notify_failures_total").increment(1);
             }
             Err(_) => {
-                tracing::warn!(event = kind, %recipient, timeout = ?NOTIFY_TIMEOUT, "friend notification timed out");
+                tracing::warn!(event = kind, %recipient, timeout = ?self.notify_timeout, "friend notification timed out");
                 metrics::counter!("beehive_social_notify_failures_total").increment(1);
             }
         }
     }
 }
 
+fn already_pending() -> Error {
+    Error::AlreadyExists("a friend request to this user is already pending".into())
+}
+
+/// The stored status of a row; a value outside the schema's CHECK is a bug.
+fn stored_status(row: &RequestRow) -> Result<StoredStatus> {
+    StoredStatus::from_code(row.status).ok_or_else(|| {
+        Error::internal(format!(
+            "friend request {} has unknown status {}",
+            row.id, row.status
+        ))
+    })
+}
+
 fn effective(row: &RequestRow, now: DateTime<Utc>) -> Result<FriendRequestStatus> {
     Ok(friends::effective_status(
-        row.stored_status()?,
+        stored_status(row)?,
         row.created_at,
         now,
     ))
@@ -314,15 +342,7 @@ pub fn to_proto(row: &RequestRow, status: FriendRequestStatus) -> FriendRequest 
         to_user_id: row.to_user_id.to_string(),
         message: row.message.clone(),
         status: status as i32,
-        created_at: Some(timestamp(row.created_at)),
-    }
-}
-
-/// A chrono time as a protobuf timestamp.
-pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: time.timestamp(),
-        nanos: time.timestamp_subsec_nanos() as i32,
+        created_at: Some(to_timestamp(row.created_at)),
     }
 }
 

@@ -39,7 +39,7 @@ pub struct Issued {
 
 /// The auth service's state and operations.
 #[derive(Clone)]
-pub struct Auth {
+pub struct AuthService {
     store: Store,
     tokens: Tokens,
     publisher: Publisher,
@@ -48,7 +48,7 @@ pub struct Auth {
     config: AuthConfig,
 }
 
-impl Auth {
+impl AuthService {
     /// Assembles the service.
     pub fn new(
         store: Store,
