@@ -49,6 +49,11 @@ mod tests {
             Some("2023-11-14T22:13:20.123456Z")
         );
         assert_eq!(to_rfc3339(None), None);
+        let bad = Timestamp {
+            seconds: 0,
+            nanos: -1,
+        };
+        assert_eq!(to_rfc3339(Some(&bad)), None);
     }
 
     #[test]

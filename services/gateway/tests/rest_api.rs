@@ -3,63 +3,14 @@
 //! over real PostgreSQL and Redis.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use beehive_common::component::{Context, Infra};
 use beehive_common::{Component, Settings, Shutdown};
 use beehive_testkit::TestEnv;
+use beehive_testkit::logs::{captured, logged_code};
+use beehive_testkit::serve::{context, loopback};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-// ---------------------------------------------------------------- log capture
-
-/// Log lines of every test of this binary, to read the verification codes that the
-/// user service's dev sink logs when no SMTP server is configured.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-fn log() -> &'static Capture {
-    static LOG: OnceLock<Capture> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let capture = Capture::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(capture.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .finish();
-        let _ = tracing::subscriber::set_global_default(subscriber);
-        capture
-    })
-}
-
-fn logged_code(email: &str) -> String {
-    let text = String::from_utf8_lossy(&log().0.lock().expect("log lock")).into_owned();
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.contains(email) && l.contains("code="))
-        .unwrap_or_else(|| panic!("no code logged for {email}"));
-    let start = line.find("code=").expect("code field") + "code=".len();
-    line[start..].chars().take(6).collect()
-}
 
 // ---------------------------------------------------------------- harness
 
@@ -77,9 +28,7 @@ impl Drop for Gateway {
 }
 
 async fn listener() -> (tokio::net::TcpListener, SocketAddr) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let l = loopback().await;
     let addr = l.local_addr().expect("addr");
     (l, addr)
 }
@@ -89,7 +38,7 @@ async fn start() -> Gateway {
 }
 
 async fn start_with(configure: impl FnOnce(&mut Settings)) -> Gateway {
-    log();
+    captured();
     let env = TestEnv::new(&[&beehive_user::MIGRATOR, &beehive_auth::MIGRATOR]).await;
     let mut settings = env.settings.clone();
     configure(&mut settings);
@@ -99,11 +48,7 @@ async fn start_with(configure: impl FnOnce(&mut Settings)) -> Gateway {
     settings.set_component_addr(Component::User, format!("http://{user_addr}"));
     settings.set_component_addr(Component::Auth, format!("http://{auth_addr}"));
     let shutdown = Shutdown::new();
-    let ctx = Context {
-        settings: settings.clone(),
-        infra: Infra::new(settings.clone()),
-        shutdown: shutdown.clone(),
-    };
+    let ctx = context(&settings, &shutdown);
     let user = beehive_user::bind(&ctx, user_l).await.expect("user binds");
     let auth = beehive_auth::bind(&ctx, auth_l).await.expect("auth binds");
     let gateway = beehive_gateway::bind(&ctx, gw_l)

@@ -12,36 +12,3 @@ pub mod model;
 pub mod views;
 
 pub use crate::app::messages::msg_type_name;
-
-/// RFC 3339 in UTC with microseconds (PostgreSQL's precision), as both REST bodies and
-/// WebSocket frames render it; `None` (JSON `null`) when the timestamp is missing or
-/// out of range.
-pub fn timestamp(ts: Option<&prost_types::Timestamp>) -> Option<String> {
-    let ts = ts?;
-    let nanos = u32::try_from(ts.nanos).ok()?;
-    chrono::DateTime::from_timestamp(ts.seconds, nanos)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_render_with_microseconds_and_bad_ones_become_null() {
-        let ts = prost_types::Timestamp {
-            seconds: 1_700_000_000,
-            nanos: 123_456_000,
-        };
-        assert_eq!(
-            timestamp(Some(&ts)).as_deref(),
-            Some("2023-11-14T22:13:20.123456Z")
-        );
-        let bad = prost_types::Timestamp {
-            seconds: 0,
-            nanos: -1,
-        };
-        assert_eq!(timestamp(Some(&bad)), None);
-        assert_eq!(timestamp(None), None);
-    }
-}

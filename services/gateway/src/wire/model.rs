@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::views::{kind_name, request_status_name};
-use super::{msg_type_name, timestamp};
+use beehive_common::time::to_rfc3339 as timestamp;
+
+use super::msg_type_name;
 use crate::app::messages::SendInput;
 
 /// API.md's `user`.

@@ -6,7 +6,9 @@
 use beehive_proto::v1 as pb;
 use serde::Serialize;
 
-use super::{msg_type_name, timestamp};
+use beehive_common::time::to_rfc3339 as timestamp;
+
+use super::msg_type_name;
 
 /// `direct|group` of a conversation kind.
 pub fn kind_name(value: i32) -> &'static str {

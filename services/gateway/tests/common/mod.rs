@@ -13,16 +13,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use beehive_common::component::{Context, Infra};
 use beehive_common::{Component, Settings, Shutdown};
 use beehive_proto::v1 as pb;
 use beehive_proto::v1::auth_service_client::AuthServiceClient;
 use beehive_proto::v1::message_service_client::MessageServiceClient;
 use beehive_proto::v1::social_service_client::SocialServiceClient;
 use beehive_testkit::TestEnv;
+use beehive_testkit::serve::{context, loopback};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -62,12 +62,6 @@ impl Drop for Cluster {
         }
         self.services.trigger();
     }
-}
-
-async fn listener() -> TcpListener {
-    TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind a listener")
 }
 
 async fn channel(addr: SocketAddr) -> Channel {
@@ -111,17 +105,13 @@ impl Cluster {
         ];
         let mut listeners = Vec::new();
         for component in components {
-            let l = listener().await;
+            let l = loopback().await;
             let addr = l.local_addr().expect("addr");
             settings.set_component_addr(component, format!("http://{addr}"));
             listeners.push((component, l, addr));
         }
         let services = Shutdown::new();
-        let ctx = Context {
-            settings: settings.clone(),
-            infra: Infra::new(settings.clone()),
-            shutdown: services.clone(),
-        };
+        let ctx = context(&settings, &services);
         let mut addrs = HashMap::new();
         for (component, l, addr) in listeners {
             let bound = match component {
@@ -172,12 +162,8 @@ impl Cluster {
         settings.instance_id = instance_id.to_owned();
         adjust(&mut settings);
         let shutdown = Shutdown::new();
-        let ctx = Context {
-            settings: settings.clone(),
-            infra: Infra::new(settings),
-            shutdown: shutdown.clone(),
-        };
-        let l = listener().await;
+        let ctx = context(&settings, &shutdown);
+        let l = loopback().await;
         let addr = l.local_addr().expect("addr");
         let bound = beehive_gateway::bind(&ctx, l)
             .await
