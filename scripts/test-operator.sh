@@ -77,7 +77,7 @@ v = crd["spec"]["versions"][0]
 assert crd["spec"]["scope"] == "Namespaced"
 assert v["subresources"] == {"status": {}}, v.get("subresources")
 cols = [c["name"] for c in v["additionalPrinterColumns"]]
-assert cols == ["Ready", "Phase", "Gateway", "Age"], cols
+assert cols == ["Ready", "Phase", "Version", "Gateway", "Age"], cols
 spec = v["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
 for comp in ["gateway", "auth", "user", "social", "message", "presence", "search", "file"]:
     p = spec[comp]["properties"]

@@ -38,6 +38,12 @@ scripts/abuse-test.sh
 
 if [ -x scripts/test-operator.sh ]; then
   step "operator manifests (helm lint/template, kubernetes-validate, CRD schema)"
+  # The binary `cargo test` just built (the operator's integration tests need it): a
+  # `cargo build -p beehive-operator` would compile its dependencies again with other features.
+  target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+  if [ -x "$target_dir/debug/beehive-operator" ]; then
+    export BEEHIVE_OPERATOR_BIN="$target_dir/debug/beehive-operator"
+  fi
   scripts/test-operator.sh
 fi
 

@@ -51,6 +51,7 @@ pub const DEFAULT_MAX_PROPERTIES: u64 = 64;
     doc = "BeehiveCluster describes one Beehive instant-messaging installation. The beehive-operator turns it into ConfigMaps, Secrets, a migration Job, Deployments/StatefulSets, Services, PodDisruptionBudgets and, optionally, an Ingress, NetworkPolicies and a ServiceMonitor.",
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether every component is ready"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Pending, Progressing, Ready, Degraded or Paused"),
+    printcolumn(name = "Version", type_ = "string", json_path = ".status.version", description = "Image tag every component runs"),
     printcolumn(name = "Gateway", type_ = "string", json_path = ".status.gatewayEndpoint", description = "Where clients reach the gateway"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("size(self.metadata.name) <= 38").message("metadata.name must be at most 38 characters so that the names of the objects the operator creates stay valid").reason(Reason::FieldValueInvalid)
@@ -59,7 +60,9 @@ pub const DEFAULT_MAX_PROPERTIES: u64 = 64;
 #[x_kube(
     validation = Rule::new("self.search.backend != 'elasticsearch' || has(self.elasticsearch)").message("spec.elasticsearch is required when spec.search.backend is elasticsearch").field_path(".elasticsearch"),
     validation = Rule::new("self.search.backend != 'embedded' || self.search.replicas <= 1").message("the embedded search index lives on one pod: spec.search.replicas must be 0 or 1 with the embedded backend (use elasticsearch to scale search)").field_path(".search.replicas"),
+    validation = Rule::new("self.search.backend != 'embedded' || !has(self.search.autoscaling)").message("the embedded search index lives on one pod: spec.search.autoscaling needs the elasticsearch backend").field_path(".search.autoscaling"),
     validation = Rule::new("!has(self.file.storage.volume) || self.file.storage.volume.accessMode == 'ReadWriteMany' || self.file.replicas <= 1").message("a ReadWriteOnce file volume can be mounted by one pod only: use accessMode ReadWriteMany or s3 storage for spec.file.replicas > 1").field_path(".file.replicas"),
+    validation = Rule::new("!has(self.file.storage.volume) || self.file.storage.volume.accessMode == 'ReadWriteMany' || !has(self.file.autoscaling) || self.file.autoscaling.maxReplicas <= 1").message("a ReadWriteOnce file volume can be mounted by one pod only: use accessMode ReadWriteMany or s3 storage to autoscale spec.file").field_path(".file.autoscaling"),
     validation = Rule::new("!has(oldSelf.installation) || (has(self.installation) && self.installation == oldSelf.installation)").message("spec.installation is immutable: it prefixes every Redis key and RabbitMQ queue of the installation").field_path(".installation")
 )]
 pub struct BeehiveClusterSpec {
@@ -277,6 +280,11 @@ pub struct WorkloadSpec {
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0, max = 1000))]
     pub replicas: i32,
+    /// Scale the pods with a HorizontalPodAutoscaler (autoscaling/v2) on CPU instead of a
+    /// fixed `replicas`, which the operator then leaves to the autoscaler. Not for search
+    /// with the embedded index, which lives on one pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
     /// CPU/memory requests and limits of the component container. When unset the operator
     /// requests 50m CPU and 64Mi memory and limits memory to 512Mi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -317,10 +325,33 @@ fn default_replicas() -> i32 {
     1
 }
 
+/// Horizontal autoscaling of a component on CPU utilisation.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("autoscaling.minReplicas must not exceed autoscaling.maxReplicas").field_path(".minReplicas"))]
+pub struct AutoscalingSpec {
+    /// Fewest pods.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_replicas: i32,
+    /// Most pods.
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: i32,
+    /// Average CPU utilisation (percent of the CPU request) the autoscaler aims for.
+    #[serde(default = "default_cpu_target")]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_cpu_utilization_percentage: i32,
+}
+
+fn default_cpu_target() -> i32 {
+    70
+}
+
 impl Default for WorkloadSpec {
     fn default() -> Self {
         Self {
             replicas: default_replicas(),
+            autoscaling: None,
             resources: None,
             node_selector: BTreeMap::new(),
             tolerations: Vec::new(),
@@ -862,6 +893,11 @@ pub struct BeehiveClusterStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 512))]
     pub migrated_image: Option<String>,
+    /// The image tag every component runs: set once all of them have rolled out to
+    /// spec.image.tag, kept while a rollout to another tag is in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub version: Option<String>,
 }
 
 /// Replicas of one component.

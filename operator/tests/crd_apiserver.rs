@@ -159,8 +159,8 @@ fn cel_rules_refer_to_fields_that_exist_and_read_only_bounded_ones() {
                 .unwrap()
                 .remove("maxLength");
         },
-        "properties[spec].x-kubernetes-validations[3].rule",
-        "string without maxLength",
+        "rule",
+        "the rule reads self.installation, a string without maxLength",
     );
     refused(
         |c| spec_schema(c)["x-kubernetes-validations"][0]["rule"] = json!("self.search.backend =="),

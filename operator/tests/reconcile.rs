@@ -17,6 +17,7 @@ const CLUSTERS: &str = "/apis/beehive.dev/v1alpha1/namespaces/chat/beehivecluste
 const SECRETS: &str = "/api/v1/namespaces/chat/secrets";
 const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/chat/deployments";
 const STATEFULSETS: &str = "/apis/apps/v1/namespaces/chat/statefulsets";
+const HPAS: &str = "/apis/autoscaling/v2/namespaces/chat/horizontalpodautoscalers";
 const JOBS: &str = "/apis/batch/v1/namespaces/chat/jobs";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/chat/events";
 
@@ -131,6 +132,7 @@ fn child_lists() -> Vec<String> {
         DEPLOYMENTS,
         STATEFULSETS,
         "/apis/policy/v1/namespaces/chat/poddisruptionbudgets",
+        HPAS,
         "/apis/networking.k8s.io/v1/namespaces/chat/networkpolicies",
         "/apis/networking.k8s.io/v1/namespaces/chat/ingresses",
         "/apis/monitoring.coreos.com/v1/namespaces/chat/servicemonitors",
@@ -157,6 +159,7 @@ fn path_of(kind: &str, name: &str) -> String {
         "Deployment" => DEPLOYMENTS,
         "StatefulSet" => STATEFULSETS,
         "PodDisruptionBudget" => "/apis/policy/v1/namespaces/chat/poddisruptionbudgets",
+        "HorizontalPodAutoscaler" => HPAS,
         "NetworkPolicy" => "/apis/networking.k8s.io/v1/namespaces/chat/networkpolicies",
         "Ingress" => "/apis/networking.k8s.io/v1/namespaces/chat/ingresses",
         "ServiceMonitor" => "/apis/monitoring.coreos.com/v1/namespaces/chat/servicemonitors",
@@ -704,4 +707,51 @@ async fn deleted_cluster_is_left_to_the_garbage_collector() {
     let action = h.reconcile().await.unwrap();
     assert_eq!(action, kube::runtime::controller::Action::await_change());
     assert!(h.fake.take_log().is_empty());
+}
+
+#[tokio::test]
+async fn autoscaled_components_get_an_hpa_and_no_replica_count() {
+    let h = Harness::new();
+    h.create_cluster(json!({
+        "gateway": {"autoscaling": {"minReplicas": 2, "maxReplicas": 6}},
+    }));
+    h.reconcile().await.unwrap();
+    let hpa = h
+        .fake
+        .get(HPAS, "demo-gateway")
+        .expect("the gateway's HorizontalPodAutoscaler");
+    assert_eq!(hpa["spec"]["minReplicas"], 2);
+    assert_eq!(hpa["spec"]["maxReplicas"], 6);
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], "demo-gateway");
+    assert_eq!(
+        hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+        70
+    );
+    let gateway = h.fake.get(DEPLOYMENTS, "demo-gateway").unwrap();
+    assert!(
+        gateway["spec"].get("replicas").is_none(),
+        "the operator must not own replicas of an autoscaled Deployment: {}",
+        gateway["spec"]
+    );
+    let auth = h.fake.get(DEPLOYMENTS, "demo-auth").unwrap();
+    assert_eq!(auth["spec"]["replicas"], 1);
+    assert!(
+        h.fake
+            .get(
+                "/apis/policy/v1/namespaces/chat/poddisruptionbudgets",
+                "demo-gateway"
+            )
+            .is_some(),
+        "the PDB follows the autoscaler's maximum"
+    );
+    assert!(h.fake.get(HPAS, "demo-auth").is_none());
+
+    // Turning autoscaling off deletes the autoscaler and the operator owns replicas again.
+    h.update_spec(|s| s["gateway"] = json!({"replicas": 3}));
+    h.reconcile().await.unwrap();
+    assert!(h.fake.get(HPAS, "demo-gateway").is_none());
+    assert_eq!(
+        h.fake.get(DEPLOYMENTS, "demo-gateway").unwrap()["spec"]["replicas"],
+        3
+    );
 }

@@ -58,6 +58,8 @@ pub struct Progress {
     pub waiting: Vec<String>,
     /// The migration.
     pub migration: Option<Migration>,
+    /// The image tag every component has rolled out to, when they all have.
+    pub rolled_out_version: Option<String>,
 }
 
 fn int(v: &Value, path: &[&str]) -> i64 {
@@ -133,14 +135,24 @@ pub fn migration_state(job: Option<&DynamicObject>) -> Migration {
 /// Progress of a cluster's workloads as observed.
 pub fn progress(c: &ClusterRef<'_>, observed: &Observed, migration_job: &str) -> Progress {
     let mut p = Progress::default();
+    let mut all_rolled_out = true;
     for comp in crate::component::ALL {
         let name = c.child_name(comp.name());
-        let desired = comp.workload(&c.cluster.spec).replicas;
+        let workload = comp.workload(&c.cluster.spec);
         let obj = observed
             .get(ChildKind::Deployment, &name)
             .or_else(|| observed.get(ChildKind::StatefulSet, &name));
+        // With an autoscaler, the target is what it last set on the workload.
+        let desired = match &workload.autoscaling {
+            None => workload.replicas,
+            Some(auto) => obj
+                .and_then(|o| o.data["spec"]["replicas"].as_i64())
+                .and_then(|r| i32::try_from(r).ok())
+                .unwrap_or(auto.min_replicas),
+        };
         let (st, done) = workload_status(comp.name(), desired, obj);
         if !done {
+            all_rolled_out = false;
             p.waiting.push(format!(
                 "{} {}/{}",
                 comp.name(),
@@ -150,6 +162,9 @@ pub fn progress(c: &ClusterRef<'_>, observed: &Observed, migration_job: &str) ->
         }
         p.components.insert(comp.name().into(), st);
     }
+    // The workloads were applied with spec.image before they were observed, so once all
+    // of them are done every pod runs that image.
+    p.rolled_out_version = all_rolled_out.then(|| c.cluster.spec.image.tag.clone());
     for ds in c.managed_datastores() {
         let obj = observed.get(ChildKind::StatefulSet, &c.child_name(ds.name()));
         let (st, done) = workload_status(ds.name(), 1, obj);
@@ -332,6 +347,9 @@ pub fn compute(
         Outcome::Applied => {
             let p = progress.cloned().unwrap_or_default();
             s.components = p.components.clone();
+            if let Some(version) = &p.rolled_out_version {
+                s.version = Some(version.clone());
+            }
             match &p.migration {
                 Some(Migration::Failed(msg)) => {
                     let msg = format!("migration Job failed: {msg}");
@@ -524,7 +542,35 @@ mod tests {
             components: BTreeMap::new(),
             waiting: vec![],
             migration: Some(Migration::Succeeded),
+            rolled_out_version: Some("1.2.3".into()),
         }
+    }
+
+    #[test]
+    fn version_is_set_once_every_component_rolled_out_and_kept_during_a_rollout() {
+        let ready = compute(
+            None,
+            Some(1),
+            &Outcome::Applied,
+            Some(&ready_progress()),
+            None,
+            t(0),
+        );
+        assert_eq!(ready.version.as_deref(), Some("1.2.3"));
+        let rolling = Progress {
+            waiting: vec!["gateway 1/2".into()],
+            rolled_out_version: None,
+            ..ready_progress()
+        };
+        let during = compute(
+            Some(&ready),
+            Some(2),
+            &Outcome::Applied,
+            Some(&rolling),
+            None,
+            t(1),
+        );
+        assert_eq!(during.version.as_deref(), Some("1.2.3"));
     }
 
     #[test]
@@ -663,6 +709,7 @@ mod tests {
         let p = progress(&r, &observed, &job.name());
         assert!(p.waiting.is_empty(), "{:?}", p.waiting);
         assert_eq!(p.migration, Some(Migration::Succeeded));
+        assert_eq!(p.rolled_out_version, Some(c.spec.image.tag.clone()));
         assert_eq!(p.components["gateway"].ready_replicas, 1);
         assert_eq!(p.components["postgres"].ready_replicas, 1);
         // An old generation is not done yet.
@@ -674,6 +721,7 @@ mod tests {
         observed.insert(ChildKind::Deployment, stale);
         let p = progress(&r, &observed, &job.name());
         assert_eq!(p.waiting, vec!["auth 1/1".to_string()]);
+        assert_eq!(p.rolled_out_version, None);
     }
 
     #[test]

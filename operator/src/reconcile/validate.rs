@@ -39,12 +39,22 @@ pub fn validate(cluster: &BeehiveCluster) -> Vec<String> {
         problems
             .push("spec.search.replicas must be 0 or 1 with the embedded search backend".into());
     }
+    if spec.search.backend == SearchBackend::Embedded && spec.search.workload.autoscaling.is_some()
+    {
+        problems.push("spec.search.autoscaling needs the elasticsearch search backend".into());
+    }
     match (&spec.file.storage.volume, &spec.file.storage.s3) {
         (Some(_), Some(_)) | (None, None) => problems
             .push("set exactly one of spec.file.storage.volume and spec.file.storage.s3".into()),
         (Some(v), None)
             if v.access_mode == VolumeAccessMode::ReadWriteOnce
-                && spec.file.workload.replicas > 1 =>
+                && (spec.file.workload.replicas > 1
+                    || spec
+                        .file
+                        .workload
+                        .autoscaling
+                        .as_ref()
+                        .is_some_and(|a| a.max_replicas > 1)) =>
         {
             problems
                 .push("spec.file.replicas > 1 needs a ReadWriteMany volume or s3 storage".into())
@@ -68,6 +78,14 @@ pub fn validate(cluster: &BeehiveCluster) -> Vec<String> {
     }
     for comp in crate::component::ALL {
         let w = comp.workload(spec);
+        if let Some(auto) = &w.autoscaling
+            && auto.min_replicas > auto.max_replicas
+        {
+            problems.push(format!(
+                "spec.{}.autoscaling.minReplicas must not exceed maxReplicas",
+                comp.name()
+            ));
+        }
         if w.replicas < 0 {
             problems.push(format!(
                 "spec.{}.replicas must not be negative",

@@ -5,6 +5,7 @@
 
 pub mod configmap;
 pub mod datastore;
+pub mod hpa;
 pub mod ingress;
 pub mod job;
 pub mod network_policy;
@@ -116,6 +117,8 @@ pub enum ChildKind {
     StatefulSet,
     /// Disruption budgets of the components.
     PodDisruptionBudget,
+    /// Autoscalers of the components that have `autoscaling`.
+    HorizontalPodAutoscaler,
     /// Optional network isolation.
     NetworkPolicy,
     /// Optional external access to the gateway.
@@ -126,7 +129,7 @@ pub enum ChildKind {
 
 impl ChildKind {
     /// Every kind, in the order children are listed.
-    pub const ALL: [ChildKind; 10] = [
+    pub const ALL: [ChildKind; 11] = [
         ChildKind::ConfigMap,
         ChildKind::PersistentVolumeClaim,
         ChildKind::Service,
@@ -134,6 +137,7 @@ impl ChildKind {
         ChildKind::Deployment,
         ChildKind::StatefulSet,
         ChildKind::PodDisruptionBudget,
+        ChildKind::HorizontalPodAutoscaler,
         ChildKind::NetworkPolicy,
         ChildKind::Ingress,
         ChildKind::ServiceMonitor,
@@ -149,6 +153,7 @@ impl ChildKind {
             ChildKind::Deployment => "Deployment",
             ChildKind::StatefulSet => "StatefulSet",
             ChildKind::PodDisruptionBudget => "PodDisruptionBudget",
+            ChildKind::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
             ChildKind::NetworkPolicy => "NetworkPolicy",
             ChildKind::Ingress => "Ingress",
             ChildKind::ServiceMonitor => "ServiceMonitor",
@@ -157,7 +162,7 @@ impl ChildKind {
 
     /// Group, version and plural, for the dynamic API.
     pub fn api_resource(self) -> ApiResource {
-        use k8s_openapi::api::{apps, batch, core, networking, policy};
+        use k8s_openapi::api::{apps, autoscaling, batch, core, networking, policy};
         match self {
             ChildKind::ConfigMap => ApiResource::erase::<core::v1::ConfigMap>(&()),
             ChildKind::PersistentVolumeClaim => {
@@ -169,6 +174,9 @@ impl ChildKind {
             ChildKind::StatefulSet => ApiResource::erase::<apps::v1::StatefulSet>(&()),
             ChildKind::PodDisruptionBudget => {
                 ApiResource::erase::<policy::v1::PodDisruptionBudget>(&())
+            }
+            ChildKind::HorizontalPodAutoscaler => {
+                ApiResource::erase::<autoscaling::v2::HorizontalPodAutoscaler>(&())
             }
             ChildKind::NetworkPolicy => ApiResource::erase::<networking::v1::NetworkPolicy>(&()),
             ChildKind::Ingress => ApiResource::erase::<networking::v1::Ingress>(&()),
@@ -209,6 +217,7 @@ child_kinds! {
     k8s_openapi::api::apps::v1::Deployment => Deployment,
     k8s_openapi::api::apps::v1::StatefulSet => StatefulSet,
     k8s_openapi::api::policy::v1::PodDisruptionBudget => PodDisruptionBudget,
+    k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler => HorizontalPodAutoscaler,
     k8s_openapi::api::networking::v1::NetworkPolicy => NetworkPolicy,
     k8s_openapi::api::networking::v1::Ingress => Ingress,
 }
@@ -537,6 +546,9 @@ pub fn build_all(cluster: &BeehiveCluster, inputs: &Inputs) -> Result<Desired, B
     for comp in crate::component::ALL {
         if let Some(pdb) = pdb::build(&c, comp) {
             desired.push(&pdb)?;
+        }
+        if let Some(hpa) = hpa::build(&c, comp) {
+            desired.push(&hpa)?;
         }
     }
 

@@ -1,5 +1,6 @@
-//! PodDisruptionBudgets: only for components with more than one replica, so a single
-//! replica never blocks a node drain.
+//! PodDisruptionBudgets: only for components that may have more than one replica (a fixed
+//! count above one, or an autoscaler allowed above one), so a single replica never blocks
+//! a node drain.
 
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -9,9 +10,14 @@ use super::ClusterRef;
 use crate::component::Component;
 use crate::component::ComponentExt as _;
 
-/// The PDB of a component, when it has more than one replica.
+/// The PDB of a component, when it may have more than one replica.
 pub fn build(c: &ClusterRef<'_>, comp: Component) -> Option<PodDisruptionBudget> {
-    if comp.workload(&c.cluster.spec).replicas <= 1 {
+    let workload = comp.workload(&c.cluster.spec);
+    let most = match &workload.autoscaling {
+        Some(auto) => auto.max_replicas,
+        None => workload.replicas,
+    };
+    if most <= 1 {
         return None;
     }
     Some(PodDisruptionBudget {
@@ -46,5 +52,18 @@ mod tests {
         assert_eq!(pdb.spec.unwrap().max_unavailable, Some(IntOrString::Int(1)));
         assert!(build(&r, Component::Auth).is_none());
         assert!(build(&r, Component::User).is_none());
+    }
+
+    #[test]
+    fn follows_the_autoscaler() {
+        let mut spec = BeehiveClusterSpec::default();
+        spec.user.autoscaling = Some(crate::crd::AutoscalingSpec {
+            min_replicas: 1,
+            max_replicas: 4,
+            target_cpu_utilization_percentage: 70,
+        });
+        let c = cluster("demo", spec);
+        let r = ClusterRef::new(&c).unwrap();
+        assert!(build(&r, Component::User).is_some());
     }
 }

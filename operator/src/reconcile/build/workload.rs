@@ -48,12 +48,15 @@ pub fn build(
         match_expressions: None,
     };
     let metadata = c.meta(c.child_name(comp.name()), comp.name());
+    // With an autoscaler the replica count is its to set: leaving the field out of the
+    // apply means the operator never owns it, so the two never fight over it.
+    let replicas = workload.autoscaling.is_none().then_some(workload.replicas);
     if is_stateful(c, comp) {
         let index = &spec.search.index_storage;
         return Ok(Workload::StatefulSet(StatefulSet {
             metadata,
             spec: Some(StatefulSetSpec {
-                replicas: Some(workload.replicas),
+                replicas,
                 service_name: Some(c.child_name(comp.name())),
                 selector,
                 pod_management_policy: Some("Parallel".into()),
@@ -113,7 +116,7 @@ pub fn build(
     Ok(Workload::Deployment(Deployment {
         metadata,
         spec: Some(DeploymentSpec {
-            replicas: Some(workload.replicas),
+            replicas,
             selector,
             strategy: Some(strategy),
             revision_history_limit: Some(5),
