@@ -12,6 +12,7 @@ pub mod events;
 pub mod grpc;
 pub mod id;
 pub mod infra;
+pub mod limits;
 pub mod migrate;
 pub mod routing;
 pub mod shutdown;

@@ -16,10 +16,7 @@ pub const MAX_GROUP_MEMBERS: usize = 2000;
 pub const MAX_GROUP_NAME_CHARS: usize = 64;
 /// Longest avatar reference (a URL or file id), in characters.
 pub const MAX_AVATAR_CHARS: usize = 1024;
-/// Longest client_msg_id, in characters.
-pub const MAX_CLIENT_MSG_ID_CHARS: usize = 64;
-/// Longest message content, in bytes (API.md: 16 KiB).
-pub const MAX_CONTENT_BYTES: usize = 16 * 1024;
+pub use beehive_common::limits::{MAX_CLIENT_MSG_ID_CHARS, MAX_CONTENT_BYTES};
 /// Longest device id, in bytes.
 pub const MAX_DEVICE_ID_BYTES: usize = 128;
 /// Default page size of list calls.
@@ -125,19 +122,7 @@ pub fn new_message(
     file_id: Option<&str>,
     device_id: String,
 ) -> Result<NewMessage, Error> {
-    let id_chars = client_msg_id.chars().count();
-    if id_chars == 0 || id_chars > MAX_CLIENT_MSG_ID_CHARS {
-        return Err(Error::invalid(
-            "client_msg_id",
-            format!("client_msg_id must be 1-{MAX_CLIENT_MSG_ID_CHARS} characters"),
-        ));
-    }
-    if client_msg_id.chars().any(char::is_control) {
-        return Err(Error::invalid(
-            "client_msg_id",
-            "client_msg_id must not contain control characters",
-        ));
-    }
+    beehive_common::limits::check_client_msg_id(&client_msg_id)?;
     let msg_type = match MessageType::try_from(msg_type) {
         Ok(MessageType::Unspecified) | Err(_) => {
             return Err(Error::invalid(

@@ -11,7 +11,8 @@
 //! the message service (services/message/src/conversation.rs, which stores it) allows
 //! 1-64 characters without control characters: a REST or WebSocket send could pass the
 //! gateway and then fail in the service, and the two disagreed on what they counted.
-//! Decided: the stricter rule, the message service's, is THE rule for both transports:
+//! Decided: the stricter rule, the message service's, is THE rule for both transports
+//! (written once, in `beehive_common::limits`, which both use):
 //! 1-[`MAX_CLIENT_MSG_ID_CHARS`] characters (Unicode scalar values), no control
 //! characters, `invalid_argument` (400) otherwise. A client that uses UUIDs or
 //! counters (36 ASCII characters or fewer) is never affected.
@@ -19,10 +20,9 @@
 //! Everything else a client can send and the gateway checks (ids, device ids, frame
 //! ids, id lists) is bounded here too, so no unbounded input costs an RPC.
 
-/// API.md: text message content, in bytes of UTF-8.
-pub const MAX_CONTENT_BYTES: usize = 16 * 1024;
-/// Longest `client_msg_id`, in characters (the message service's rule; see above).
-pub const MAX_CLIENT_MSG_ID_CHARS: usize = 64;
+/// The message limits the gateway shares with the message service
+/// (beehive_common::limits), so the two enforce the same numbers.
+pub use beehive_common::limits::{MAX_CLIENT_MSG_ID_CHARS, MAX_CONTENT_BYTES, check_client_msg_id};
 /// API.md: a JSON request body.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// API.md: one WebSocket message.

@@ -9,7 +9,7 @@
 use beehive_common::Error;
 use beehive_proto::v1 as pb;
 
-use super::limits::{MAX_CLIENT_MSG_ID_CHARS, MAX_CONTENT_BYTES};
+use super::limits::{MAX_CONTENT_BYTES, check_client_msg_id};
 use super::social;
 use super::validate::uuid_field;
 use crate::clients::Clients;
@@ -66,26 +66,6 @@ pub fn msg_type_name(value: i32) -> &'static str {
         .iter()
         .find(|(t, _)| *t as i32 == value)
         .map_or("text", |(_, n)| *n)
-}
-
-/// The `client_msg_id` rule of [`super::limits`]: 1-64 characters, no control
-/// characters (the message service's rule, so nothing the gateway accepts fails
-/// there for its id).
-pub fn check_client_msg_id(client_msg_id: &str) -> Result<(), Error> {
-    let chars = client_msg_id.chars().count();
-    if chars == 0 || chars > MAX_CLIENT_MSG_ID_CHARS {
-        return Err(Error::invalid(
-            "client_msg_id",
-            format!("client_msg_id must be 1-{MAX_CLIENT_MSG_ID_CHARS} characters"),
-        ));
-    }
-    if client_msg_id.chars().any(char::is_control) {
-        return Err(Error::invalid(
-            "client_msg_id",
-            "client_msg_id must not contain control characters",
-        ));
-    }
-    Ok(())
 }
 
 /// API.md's content limit; `payload_too_large` (413), the message service's code for
@@ -174,6 +154,7 @@ pub async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::limits::MAX_CLIENT_MSG_ID_CHARS;
     use beehive_common::ErrorCode;
 
     const CONV: &str = "0190f4a2-7c3e-7000-8000-000000000001";
