@@ -71,7 +71,8 @@ async fn ride_out_the_drain(
                 record(&log, Seen::Reconnect { client, after_ms });
                 reconnect = Some((tokio::time::Instant::now(), after_ms));
             }
-            Event::Frame(frame) => panic!("unexpected frame during the drain: {frame}"),
+            // E.g. a late `conversation_updated` of the group's creation.
+            Event::Frame(frame) => assert_ne!(frame["type"], "error", "{frame}"),
             Event::Closed(close) => {
                 let code = close.map(|c| u16::from(c.code));
                 record(&log, Seen::Closed { client, code });
@@ -368,12 +369,16 @@ async fn a_zero_window_closes_every_socket_at_once() {
     }
     let stopping = cluster.begin_stop(1);
     for ws in &mut sockets {
-        let told = ws.expect_next("reconnect").await;
+        // Events of the group's creation may still be on their way around it.
+        let told = ws.expect("reconnect").await;
         assert_eq!(told["data"]["after_ms"], 0, "come back at once: {told}");
-        match ws.next_event().await {
-            Event::Closed(Some(close)) => assert_eq!(u16::from(close.code), 1012),
-            other => panic!("expected the close right after reconnect, got {other:?}"),
-        }
+        let close = loop {
+            match ws.next_event().await {
+                Event::Closed(close) => break close,
+                Event::Frame(frame) => assert_ne!(frame["type"], "reconnect", "told twice"),
+            }
+        };
+        assert_eq!(close.map(|c| u16::from(c.code)), Some(1012));
     }
     stopping.stopped().await;
     // Nothing was lost for the clients that come back elsewhere.
