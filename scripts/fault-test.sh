@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fault tests (issue 5, item 3): chat load through two gateways while a gateway is
-# killed (-9), the message service, RabbitMQ, Redis and PostgreSQL are restarted; then
+# killed (-9), both gateways are rolled (SIGTERM and drain, issue 14), the message
+# service, RabbitMQ, Redis and PostgreSQL are restarted; then
 # every acknowledged message must have reached every recipient device exactly once, in
 # seq order. PostgreSQL, Redis and RabbitMQ are PRIVATE instances the test starts on
 # free ports with their own data directories (the machine's shared servers are never
@@ -8,7 +9,8 @@
 #
 #   scripts/fault-test.sh [--short]   about 2-3 minutes once built (CI)
 #   scripts/fault-test.sh --long      more load, every fault three times (~4.5 minutes)
-# Extra arguments go to tests/fault/run.py (e.g. --pairs 100 --rate 20 --keep).
+# Extra arguments go to tests/fault/run.py (e.g. --pairs 100 --rate 20 --keep, or
+# --faults rolling-restart --drain-window 5s for the rollout alone).
 # BEEHIVE_PROFILE=release builds and runs optimised binaries (default: dev).
 set -euo pipefail
 cd "$(dirname "$0")/.."

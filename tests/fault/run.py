@@ -9,6 +9,8 @@ senders resend unacknowledged messages with the same client_msg_id, recipients w
 two devices each reconnect and sync. While it runs, this script
 
   * kills a gateway with SIGKILL and starts it again,
+  * rolls both gateways (SIGTERM: each drains its sockets over its drain window,
+    telling clients to `reconnect` elsewhere, exits, and is started again),
   * restarts the message service (SIGTERM) and kills it (SIGKILL) and starts it again,
   * restarts RabbitMQ,
   * restarts Redis,
@@ -292,6 +294,10 @@ def beehive_env(pg: Postgres, redis: Redis, rmq: RabbitMQ, ports: dict) -> dict:
     return env
 
 
+# Fault names for --faults, in the order a round runs them.
+FAULTS = ["gateway-kill", "rolling-restart", "message-term", "message-kill", "rabbitmq", "redis", "postgres"]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", required=True, help="the beehive binary")
@@ -301,7 +307,14 @@ def main() -> int:
     ap.add_argument("--group", type=int, default=None, help="members of the extra group (0: none)")
     ap.add_argument("--rate", type=float, default=None, help="messages/s per sender")
     ap.add_argument("--keep", action="store_true", help="keep the data and logs directory")
+    ap.add_argument("--drain-window", default="5s", help="the gateways' BEEHIVE_GATEWAY_DRAIN_WINDOW")
+    ap.add_argument("--faults", default=",".join(FAULTS),
+                    help=f"comma-separated subset of: {', '.join(FAULTS)}")
     args = ap.parse_args()
+    chosen = [f.strip() for f in args.faults.split(",") if f.strip()]
+    unknown = [f for f in chosen if f not in FAULTS]
+    if unknown or not chosen:
+        ap.error(f"unknown or no faults {unknown}; choose from {', '.join(FAULTS)}")
 
     pairs = args.pairs or (50 if args.long else 20)
     group = args.group if args.group is not None else (30 if args.long else 10)
@@ -335,6 +348,7 @@ def main() -> int:
             http = free_port()
             gw_env["BEEHIVE_HTTP_ADDR"] = f"127.0.0.1:{http}"
             gw_env["BEEHIVE_INSTANCE_ID"] = f"fault-{name}"
+            gw_env["BEEHIVE_GATEWAY_DRAIN_WINDOW"] = args.drain_window
             gw = Beehive(name, args.bin, "gateway", gw_env, logs)
             gw.http = http  # type: ignore[attr-defined]
             gateways.append(gw)
@@ -345,7 +359,7 @@ def main() -> int:
             p.wait_ready()
         log("beehive up: " + ", ".join(f"{p.name} (admin :{p.admin_port})" for p in processes))
 
-        fault_seconds = rounds * (6 * gap + 25)
+        fault_seconds = rounds * (len(chosen) * gap + 25)
         duration = int(fault_seconds + 15)
         ready_file = base / "bench.ready"
         urls = ",".join(f"http://127.0.0.1:{g.http}" for g in gateways)  # type: ignore[attr-defined]
@@ -386,6 +400,18 @@ def main() -> int:
             gw.start()
             gw.wait_ready()
 
+        def rolling_restart() -> None:
+            # A rollout: each gateway in turn gets SIGTERM, fails readiness, tells its
+            # clients to reconnect (to the other one) and closes their sockets in waves
+            # over the drain window, exits cleanly, and comes back.
+            for gw in gateways:
+                gw.signal(signal.SIGTERM)
+                code = gw.proc.returncode if gw.proc else None
+                if code != 0:
+                    raise RuntimeError(f"{gw.name} exited with {code} after SIGTERM; see {gw.log_path}")
+                gw.start()
+                gw.wait_ready()
+
         def restart_message(sig: int) -> None:
             message.signal(sig)
             message.start()
@@ -398,13 +424,22 @@ def main() -> int:
 
         pause(5)
         for r in range(rounds):
-            fault(f"kill -9 {gateways[r % 2].name} and start it again", lambda: kill_gateway(gateways[r % 2]))
-            # A graceful restart (rolling update) and a crash (kill -9 mid-transaction).
-            fault("restart the message service (SIGTERM)", lambda: restart_message(signal.SIGTERM))
-            fault("kill -9 the message service and start it again", lambda: restart_message(signal.SIGKILL))
-            fault("restart RabbitMQ", lambda: (rmq.restart(), after_infra()))
-            fault("restart Redis", lambda: (redis.restart(), after_infra()))
-            fault("restart PostgreSQL (immediate shutdown)", lambda: (pg.restart(), after_infra()))
+            victim = gateways[r % 2]
+            actions = {
+                "gateway-kill": (f"kill -9 {victim.name} and start it again", lambda: kill_gateway(victim)),
+                "rolling-restart": (f"rolling restart of the gateways (SIGTERM, {args.drain_window} drain window)",
+                                    rolling_restart),
+                # A graceful restart (rolling update) and a crash (kill -9 mid-transaction).
+                "message-term": ("restart the message service (SIGTERM)", lambda: restart_message(signal.SIGTERM)),
+                "message-kill": ("kill -9 the message service and start it again",
+                                 lambda: restart_message(signal.SIGKILL)),
+                "rabbitmq": ("restart RabbitMQ", lambda: (rmq.restart(), after_infra())),
+                "redis": ("restart Redis", lambda: (redis.restart(), after_infra())),
+                "postgres": ("restart PostgreSQL (immediate shutdown)", lambda: (pg.restart(), after_infra())),
+            }
+            for name in FAULTS:
+                if name in chosen:
+                    fault(*actions[name])
 
         log("faults done; waiting for the bench to finish and verify")
         while bench.poll() is None:
@@ -423,9 +458,11 @@ def main() -> int:
         keys = ["acked", "expected_deliveries", "delivered_exactly_once", "missing", "mismatched",
                 "seq_gaps", "raw_duplicates", "live_order_violations", "final_sync_order_violations",
                 "idempotency_violations", "seq_collisions", "unacked_at_end", "resent", "reconnects",
-                "syncs", "gap_syncs", "error_replies"]
+                "reconnect_frames", "peak_reconnects_per_second", "syncs", "gap_syncs", "error_replies"]
         for k in keys:
             print(f"  {k:32} {result.get(k)}")
+        busy = [f"{s}s:{n}" for s, n in result.get("reconnects_per_second", [])]
+        print(f"  {'reconnects per second':32} {' '.join(busy)}")
         for v in result.get("violations", [])[:20]:
             print(f"  violation: {v}")
         ok = bench.returncode == 0 and result.get("ok") is True

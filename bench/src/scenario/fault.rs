@@ -67,6 +67,9 @@ struct Counters {
     resent: AtomicU64,
     acked: AtomicU64,
     reconnects: AtomicU64,
+    /// `reconnect` frames of draining gateways (each followed by a reconnect after
+    /// the delay it names).
+    reconnect_frames: AtomicU64,
     connect_failures: AtomicU64,
     syncs: AtomicU64,
     gap_syncs: AtomicU64,
@@ -146,6 +149,41 @@ struct Shared {
     started: Instant,
     /// Acks per second since the start of sending, to show what each fault did.
     timeline: Mutex<BTreeMap<u64, u64>>,
+    /// Reconnects per second since the start, to show how a drain spreads them.
+    reconnect_timeline: Mutex<BTreeMap<u64, u64>>,
+}
+
+impl Shared {
+    /// Counts a reconnect (of a sender or a device) in the totals and the timeline.
+    async fn reconnected(&self) {
+        self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+        let second = self.started.elapsed().as_secs();
+        *self
+            .reconnect_timeline
+            .lock()
+            .await
+            .entry(second)
+            .or_default() += 1;
+    }
+
+    /// A draining gateway's `reconnect` frame: when to come back (API.md: after about
+    /// `after_ms`, to any gateway, then `sync`).
+    fn reconnect_at(&self, frame: &Value) -> Instant {
+        self.counters
+            .reconnect_frames
+            .fetch_add(1, Ordering::Relaxed);
+        let after_ms = frame["data"]["after_ms"].as_u64().unwrap_or(0);
+        Instant::now() + Duration::from_millis(after_ms)
+    }
+}
+
+/// Before reconnecting after a `reconnect` frame: waits out its delay and moves on to
+/// the next gateway (the draining one refuses new sockets anyway).
+async fn honour_reconnect(told: &mut Option<Instant>, attempt: &mut usize) {
+    if let Some(at) = told.take() {
+        *attempt += 1;
+        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+    }
 }
 
 /// One sender and the recipients of its conversation: a befriended pair's direct
@@ -211,6 +249,7 @@ pub async fn run(options: FaultOptions) -> anyhow::Result<Value> {
         stop_devices: AtomicBool::new(false),
         started: Instant::now(),
         timeline: Mutex::new(BTreeMap::new()),
+        reconnect_timeline: Mutex::new(BTreeMap::new()),
     });
 
     let mut device_logs = Vec::new();
@@ -415,6 +454,7 @@ async fn sender_loop(
     let interval = Duration::from_secs_f64(1.0 / options.rate);
     let mut next_send = Instant::now();
     let mut first_connect = true;
+    let mut told_to_reconnect = None;
     'connection: loop {
         let done = |pending: &BTreeMap<u64, (String, Pending)>| {
             (Instant::now() >= send_deadline && pending.is_empty())
@@ -423,6 +463,7 @@ async fn sender_loop(
         if done(&pending) {
             break;
         }
+        honour_reconnect(&mut told_to_reconnect, &mut attempt).await;
         let Some((mut sink, mut stream)) = connect(
             &options.gateways,
             &mut attempt,
@@ -436,7 +477,7 @@ async fn sender_loop(
             break;
         };
         if !first_connect {
-            shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+            shared.reconnected().await;
         }
         first_connect = false;
         // Everything unacknowledged goes out again on the new connection.
@@ -508,6 +549,7 @@ async fn sender_loop(
                     let Ok(value) = serde_json::from_str::<Value>(&text) else { continue };
                     match value["type"].as_str() {
                         Some("ack") => on_ack(&value, &mut pending, &log, &shared).await,
+                        Some("reconnect") => told_to_reconnect = Some(shared.reconnect_at(&value)),
                         Some("error") => {
                             let code = value["data"]["code"].as_str().unwrap_or("?").to_owned();
                             *shared.notes.lock().await.error_codes.entry(code).or_default() += 1;
@@ -620,7 +662,9 @@ async fn device_loop(
     let mut attempt = first;
     let mut sync_counter = 0u64;
     let mut first_connect = true;
+    let mut told_to_reconnect = None;
     'connection: while !shared.stop_devices.load(Ordering::SeqCst) {
+        honour_reconnect(&mut told_to_reconnect, &mut attempt).await;
         let Some((mut sink, mut stream)) =
             connect(&gateways, &mut attempt, &token, &device, &shared, || {
                 shared.stop_devices.load(Ordering::SeqCst)
@@ -630,7 +674,7 @@ async fn device_loop(
             break;
         };
         if !first_connect {
-            shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+            shared.reconnected().await;
         }
         first_connect = false;
         // Highest seq seen live on this connection, per conversation.
@@ -697,6 +741,7 @@ async fn device_loop(
                                 gap_seen = false;
                             }
                         }
+                        Some("reconnect") => told_to_reconnect = Some(shared.reconnect_at(&value)),
                         Some("sync_done") if value["id"].as_str() == syncing.as_deref() => {
                             syncing = None;
                             if value["data"]["has_more"] == true || gap_seen {
@@ -899,6 +944,12 @@ async fn verify(
         .iter()
         .map(|(s, n)| json!([s, n]))
         .collect();
+    let reconnect_timeline = shared.reconnect_timeline.lock().await.clone();
+    let peak_reconnects_per_second = reconnect_timeline.values().max().copied().unwrap_or(0);
+    let reconnects_per_second: Vec<Value> = reconnect_timeline
+        .iter()
+        .map(|(s, n)| json!([s, n]))
+        .collect();
     Ok(json!({
         "scenario": "fault",
         "ok": failures == 0 && progress && notes.violations.is_empty(),
@@ -924,6 +975,9 @@ async fn verify(
         "seq_collisions": collisions,
         "delivered_but_never_acked": unacked_delivered,
         "reconnects": c.reconnects.load(Ordering::Relaxed),
+        "reconnect_frames": c.reconnect_frames.load(Ordering::Relaxed),
+        "peak_reconnects_per_second": peak_reconnects_per_second,
+        "reconnects_per_second": reconnects_per_second,
         "connect_failures": c.connect_failures.load(Ordering::Relaxed),
         "syncs": c.syncs.load(Ordering::Relaxed),
         "gap_syncs": c.gap_syncs.load(Ordering::Relaxed),
@@ -941,7 +995,7 @@ pub fn summary(v: &Value) -> String {
         "fault: {} | acked {} of {} sent ({} resends), {} deliveries expected, {} exactly once, \
          missing {}, mismatched {}, seq gaps {}, raw duplicates {}, live order violations {}, \
          final sync order violations {}, idempotency violations {}, unacked at end {}, \
-         reconnects {}, syncs {} ({} after gaps)",
+         reconnects {} (peak {}/s, {} reconnect frames), syncs {} ({} after gaps)",
         if v["ok"] == true { "OK" } else { "FAILED" },
         v["acked"],
         v["sent"],
@@ -957,6 +1011,8 @@ pub fn summary(v: &Value) -> String {
         v["idempotency_violations"],
         v["unacked_at_end"],
         v["reconnects"],
+        v["peak_reconnects_per_second"],
+        v["reconnect_frames"],
         v["syncs"],
         v["gap_syncs"],
     )
@@ -981,6 +1037,7 @@ mod tests {
             stop_devices: AtomicBool::new(false),
             started: Instant::now(),
             timeline: Mutex::new(BTreeMap::new()),
+            reconnect_timeline: Mutex::new(BTreeMap::new()),
         }
     }
 

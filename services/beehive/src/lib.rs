@@ -217,8 +217,12 @@ pub async fn start(
         serving.push((component, bound.serve));
     }
 
+    // The admin server outlives the shutdown signal until every component stopped: a
+    // draining gateway keeps answering /healthz (liveness) and failing /readyz for
+    // its whole drain window.
+    let admin_stop = Shutdown::new();
     let (admin, admin_serve) =
-        beehive_common::admin::bind(settings.admin_addr, readiness, shutdown.clone())
+        beehive_common::admin::bind(settings.admin_addr, readiness, admin_stop.clone())
             .await
             .map_err(|source| ServeError::Bind {
                 component: "admin",
@@ -259,6 +263,7 @@ pub async fn start(
             }
         }
         shutdown.trigger();
+        admin_stop.trigger();
         let _ = admin_task.await;
         match first_error {
             Some(error) => Err(error),

@@ -124,6 +124,7 @@ pub const ENV_KEYS: &[&str] = &[
     "BEEHIVE_GRPC_CONCURRENCY",
     "BEEHIVE_DNS_REFRESH",
     "BEEHIVE_WS_IDLE_TIMEOUT",
+    "BEEHIVE_GATEWAY_DRAIN_WINDOW",
     "BEEHIVE_PRESENCE_TTL",
     "BEEHIVE_AUTH_ADDR",
     "BEEHIVE_AUTH_LISTEN",
@@ -327,6 +328,9 @@ pub struct Settings {
     pub dns_refresh: Duration,
     /// A WebSocket silent for longer is closed.
     pub ws_idle_timeout: Duration,
+    /// On shutdown a gateway closes its WebSockets in waves spread over this window,
+    /// so its clients do not all reconnect elsewhere at once (0: close at once).
+    pub gateway_drain_window: Duration,
     /// How long a connection counts as online after its last registration or
     /// heartbeat (presence; gateways learn it from the heartbeat answer).
     pub presence_ttl: Duration,
@@ -528,6 +532,7 @@ impl Settings {
             grpc_concurrency: number("BEEHIVE_GRPC_CONCURRENCY", 1024)? as usize,
             dns_refresh: duration("BEEHIVE_DNS_REFRESH", "10s")?,
             ws_idle_timeout: duration("BEEHIVE_WS_IDLE_TIMEOUT", "60s")?,
+            gateway_drain_window: duration("BEEHIVE_GATEWAY_DRAIN_WINDOW", "30s")?,
             presence_ttl: duration("BEEHIVE_PRESENCE_TTL", "30s")?,
             listen,
             addrs,
@@ -668,6 +673,24 @@ mod tests {
         assert_eq!(s.access_token_ttl, Duration::from_secs(900));
         assert_eq!(s.refresh_token_ttl, Duration::from_secs(7 * 86_400));
         assert!(s.email_verification && s.rate_limits);
+        assert_eq!(s.gateway_drain_window, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_drain_window_is_a_duration_and_may_be_zero() {
+        let (s, _) =
+            Settings::from_map(&map(&[("BEEHIVE_GATEWAY_DRAIN_WINDOW", "0s")])).expect("valid");
+        assert_eq!(s.gateway_drain_window, Duration::ZERO);
+        let (s, _) =
+            Settings::from_map(&map(&[("BEEHIVE_GATEWAY_DRAIN_WINDOW", "2500ms")])).expect("valid");
+        assert_eq!(s.gateway_drain_window, Duration::from_millis(2500));
+        let error = Settings::from_map(&map(&[("BEEHIVE_GATEWAY_DRAIN_WINDOW", "soon")]))
+            .expect_err("not a duration");
+        assert!(
+            error
+                .to_string()
+                .starts_with("BEEHIVE_GATEWAY_DRAIN_WINDOW")
+        );
     }
 
     #[test]
@@ -915,6 +938,11 @@ pub const SETTINGS_DOC: &[SettingDoc] = &[
         "BEEHIVE_WS_IDLE_TIMEOUT",
         "60s",
         "A WebSocket silent for longer is closed.",
+    ),
+    doc(
+        "BEEHIVE_GATEWAY_DRAIN_WINDOW",
+        "30s",
+        "On SIGTERM a gateway tells its WebSocket clients to reconnect elsewhere and closes their sockets in waves spread over this window (0s: at once); keep it below the pod's termination grace period.",
     ),
     doc(
         "BEEHIVE_PRESENCE_TTL",

@@ -79,8 +79,12 @@ pub struct WsConfig {
     pub max_unparseable: usize,
     /// The window of `max_unparseable`.
     pub unparseable_window: Duration,
-    /// How long shutdown waits for sockets to close and unregister.
-    pub drain_timeout: Duration,
+    /// On shutdown, the window over which the sockets are closed in waves
+    /// (`BEEHIVE_GATEWAY_DRAIN_WINDOW`, 30 s by default; zero closes them at once).
+    pub drain_window: Duration,
+    /// How long shutdown still waits after the window for the last sockets to flush
+    /// their queues, close and unregister before the gateway stops regardless.
+    pub drain_grace: Duration,
 }
 
 impl WsConfig {
@@ -102,7 +106,8 @@ impl WsConfig {
             max_message_size: MAX_WS_MESSAGE_BYTES,
             max_unparseable: 10,
             unparseable_window: Duration::from_secs(10),
-            drain_timeout: Duration::from_secs(5),
+            drain_window: settings.gateway_drain_window,
+            drain_grace: Duration::from_secs(5),
         }
     }
 }
@@ -130,5 +135,9 @@ mod tests {
         assert_eq!(defaults.ws.idle_timeout, Duration::from_secs(60));
         assert_eq!(defaults.ws.ping_interval, Duration::from_secs(20));
         assert!(defaults.rate_limits);
+        assert_eq!(defaults.ws.drain_window, Duration::from_secs(30));
+        let at_once =
+            GatewayConfig::from_settings(&settings(&[("BEEHIVE_GATEWAY_DRAIN_WINDOW", "0s")]));
+        assert_eq!(at_once.ws.drain_window, Duration::ZERO);
     }
 }

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use beehive_common::admin::{Readiness, ReadinessCheck};
-use beehive_common::{Bound, Component, ComponentError, Context};
+use beehive_common::{Bound, Component, ComponentError, Context, Shutdown};
 
 use crate::auth::TokenVerifier;
 use crate::clients::Clients;
@@ -49,7 +49,15 @@ use crate::state::AppState;
 /// the verifier, declares this instance's event queue (so nothing routed here after a
 /// socket registers can be lost for want of a queue; fails when RabbitMQ cannot be
 /// reached), starts the hub and the consumer feeding it, and returns the serving
-/// future, which stops accepting on shutdown and lets in-flight requests finish.
+/// future.
+///
+/// On shutdown the gateway drains instead of dropping everything at once: `/readyz`
+/// answers 503 at once (the Service stops routing here; the Kubernetes probe is on
+/// this port, so it keeps answering) and upgrades are refused with 503, while the
+/// hub tells every socket to `reconnect` and closes the sockets in waves over the
+/// drain window; the consumer keeps delivering to the sockets not closed yet. Once
+/// the hub has drained, the listener stops accepting, in-flight requests get the
+/// drain grace to finish, and the future completes.
 pub async fn bind(
     ctx: &Context,
     listener: tokio::net::TcpListener,
@@ -72,8 +80,19 @@ pub async fn bind(
         config.ws.clone(),
         &ctx.shutdown,
     );
-    tokio::spawn(consumer.run(hub.clone(), ctx.shutdown.clone()));
+    // The consumer outlives the shutdown signal: it feeds the sockets still open during
+    // the drain, and stops once the hub has drained.
+    let consumer_stop = Shutdown::new();
+    tokio::spawn(consumer.run(hub.clone(), consumer_stop.clone()));
+    {
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            hub.drained().await;
+            consumer_stop.trigger();
+        });
+    }
     let drain = hub.clone();
+    let drain_grace = config.ws.drain_grace;
     let limiter = Arc::new(RateLimiter::new(
         redis.clone(),
         &config.installation,
@@ -81,7 +100,19 @@ pub async fn bind(
     ));
 
     let verifier_ready = verifier.clone();
+    let hub_draining = hub.clone();
     let readiness = vec![
+        // First to fail on shutdown, so traffic moves away while the sockets drain.
+        ReadinessCheck::new("draining", move || {
+            let draining = hub_draining.is_draining();
+            async move {
+                if draining {
+                    Err("the gateway is shutting down".to_owned())
+                } else {
+                    Ok(())
+                }
+            }
+        }),
         ReadinessCheck::redis(redis.clone()),
         ReadinessCheck::new("auth-keys", move || {
             let ready = verifier_ready.is_ready();
@@ -105,7 +136,6 @@ pub async fn bind(
     };
     let app = app(state, readiness.clone());
 
-    let shutdown = ctx.shutdown.clone();
     let serve = Box::pin(async move {
         tracing::info!(%addr, "gateway listening");
         // Frames are small and latency-bound: without TCP_NODELAY a push written while
@@ -116,17 +146,28 @@ pub async fn bind(
                 tracing::debug!(%error, "TCP_NODELAY not set");
             }
         });
+        // Upgraded sockets are invisible to axum's graceful shutdown: keep accepting
+        // (for the failing /readyz and the refused upgrades) until the hub closed them
+        // and unregistered them from presence.
+        let hub = drain.clone();
         let served = axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown.wait_owned())
-        .await
-        .map_err(|e| ComponentError::failed(Component::Gateway, e));
-        // Upgraded sockets outlive axum's graceful shutdown: wait until the hub closed
-        // them and unregistered them from presence (bounded by its drain timeout).
-        drain.drained().await;
-        served
+        .with_graceful_shutdown(async move { hub.drained().await });
+        let after_drain = async {
+            drain.drained().await;
+            tokio::time::sleep(drain_grace).await;
+        };
+        tokio::select! {
+            served = served => served.map_err(|e| ComponentError::failed(Component::Gateway, e)),
+            () = after_drain => {
+                // A request that outlives the grace must not hold the process past the
+                // termination grace period.
+                tracing::warn!(grace_ms = drain_grace.as_millis() as u64, "HTTP requests still in flight after the drain; stopping anyway");
+                Ok(())
+            }
+        }
     });
     Ok(Bound {
         component: Component::Gateway,

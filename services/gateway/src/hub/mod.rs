@@ -10,8 +10,12 @@
 //! consumer, which it does not know) and queues their frames in each socket's bounded
 //! outbox. Around the sockets it runs a batched presence heartbeat, a batched
 //! unregister worker, the revocation listener that kicks revoked sessions, and the
-//! shutdown sequence that closes every socket and unregisters it.
+//! shutdown drain: every socket is told to `reconnect` elsewhere, then the sockets are
+//! unregistered and closed in waves spread over the drain window ([`drain`]), while
+//! the heartbeat, the revocation listener and the event consumer keep serving the
+//! sockets not closed yet.
 
+pub mod drain;
 pub(crate) mod registry;
 
 use std::sync::Arc;
@@ -30,7 +34,8 @@ use crate::auth::{Revocation, TokenVerifier};
 use crate::clients::Clients;
 use crate::config::WsConfig;
 use crate::wire::frame;
-use registry::{CloseReason, Conn, Fanout, Outbox, Registry};
+use drain::DrainPlan;
+use registry::{CloseReason, Conn, Fanout, Registry};
 
 /// This instance's sockets and the background work that serves them.
 pub struct Hub {
@@ -45,7 +50,8 @@ pub struct Hub {
     unregister_tx: mpsc::UnboundedSender<pb::Connection>,
     /// Unregistrations queued or in flight (shutdown waits for zero).
     unregister_pending: AtomicUsize,
-    /// Fired once shutdown has closed and unregistered every socket.
+    /// Fired once the shutdown drain has closed and unregistered every socket (or its
+    /// window and grace ran out).
     drained: CancellationToken,
 }
 
@@ -98,17 +104,17 @@ impl Hub {
             return Err(shutting_down());
         }
         let id = Uuid::now_v7();
-        let conn = Arc::new(Conn {
+        let conn = Arc::new(Conn::new(
             id,
             user_id,
-            session_id: session_id.into(),
+            session_id.into(),
             // A client that names no device is its own device: its own messages then
             // reach only this socket's ack, and every other socket of the user.
-            device_id: device_id
+            device_id
                 .unwrap_or_else(|| id.hyphenated().to_string())
                 .into(),
-            outbox: Outbox::new(self.config.queue_capacity),
-        });
+            self.config.queue_capacity,
+        ));
         self.registry.insert(conn.clone());
         // From here on, dropping the guard (an early return included) rolls back.
         let registration = Registration {
@@ -132,6 +138,11 @@ impl Hub {
         if self.verifier.is_denied(&registration.conn.session_id) {
             return Err(Error::unauthenticated());
         }
+        // A shutdown that fired meanwhile may have taken its drain snapshot before this
+        // socket was inserted: it would never be told to reconnect.
+        if self.shutdown.is_triggered() {
+            return Err(shutting_down());
+        }
         Ok(registration)
     }
 
@@ -154,8 +165,15 @@ impl Hub {
         }
     }
 
-    /// Completes once shutdown has closed every socket and unregistered it from
-    /// presence (or the drain timeout passed). Await it before the process exits.
+    /// Whether the gateway is draining (shutting down): it refuses new sockets and
+    /// its `/readyz` fails, so the Service stops routing to it.
+    pub fn is_draining(&self) -> bool {
+        self.shutdown.is_triggered()
+    }
+
+    /// Completes once the shutdown drain has closed every socket and unregistered it
+    /// from presence (or the drain window and grace ran out). Await it before the
+    /// process exits.
     pub async fn drained(&self) {
         self.drained.cancelled().await;
     }
@@ -174,8 +192,12 @@ impl Hub {
         sockets.len()
     }
 
-    /// Queues the presence unregistration of a socket that is gone.
+    /// Queues the presence unregistration of a socket that is gone or about to close
+    /// (once per socket, whoever asks first).
     pub(crate) fn unregister(&self, conn: &Conn) {
+        if !conn.mark_unregistered() {
+            return;
+        }
         self.unregister_pending.fetch_add(1, Ordering::AcqRel);
         if self.unregister_tx.send(conn.to_proto()).is_err() {
             self.unregister_pending.fetch_sub(1, Ordering::AcqRel);
@@ -184,8 +206,8 @@ impl Hub {
 }
 
 /// A socket's registration, undone when dropped: the socket leaves the registry and
-/// is unregistered from presence (unless it is closing for shutdown, which
-/// unregistered every socket before closing it). The only rollback of a registration.
+/// is unregistered from presence (unless the shutdown drain already did that before
+/// closing it). The only rollback of a registration.
 pub struct Registration {
     hub: Arc<Hub>,
     conn: Arc<Conn>,
@@ -207,9 +229,7 @@ impl Drop for Registration {
     fn drop(&mut self) {
         self.hub.registry.remove(&self.conn);
         // Presence may have stored it even if the register call failed.
-        if self.conn.outbox.closing() != Some(CloseReason::Shutdown) {
-            self.hub.unregister(&self.conn);
-        }
+        self.hub.unregister(&self.conn);
     }
 }
 
@@ -255,15 +275,17 @@ fn fan_out(registry: &Registry, event: &pb::Event) -> Fanout {
 
 /// Refreshes every local socket's presence registration, in batches, so that the
 /// registrations of a gateway that dies expire after the presence TTL while live ones
-/// never do.
+/// never do. It runs through the shutdown drain (the sockets of the last waves must
+/// stay routable for the whole window) and skips sockets already unregistered.
 async fn heartbeat(hub: Arc<Hub>) {
     let mut period = hub.config.heartbeat_interval;
     loop {
         tokio::select! {
             () = tokio::time::sleep(period) => {}
-            () = hub.shutdown.wait() => return,
+            () = hub.drained.cancelled() => return,
         }
-        let sockets = hub.registry.snapshot();
+        let mut sockets = hub.registry.snapshot();
+        sockets.retain(|conn| !conn.is_unregistered());
         for batch in sockets.chunks(hub.config.heartbeat_batch.max(1)) {
             let request = pb::HeartbeatRequest {
                 instance_id: hub.instance_id.clone(),
@@ -315,12 +337,12 @@ async fn unregister_worker(hub: Arc<Hub>, mut rx: mpsc::UnboundedReceiver<pb::Co
     }
 }
 
-/// Kicks sockets of sessions the verifier learns are revoked.
+/// Kicks sockets of sessions the verifier learns are revoked, also during the drain.
 async fn follow_revocations(hub: Arc<Hub>, mut revocations: broadcast::Receiver<Revocation>) {
     loop {
         let received = tokio::select! {
             r = revocations.recv() => r,
-            () = hub.shutdown.wait() => return,
+            () = hub.drained.cancelled() => return,
         };
         match received {
             Ok(revocation) => {
@@ -366,23 +388,55 @@ fn kick_matching(
     kicked
 }
 
-/// On shutdown: unregisters every socket from presence first (so publishers stop
-/// routing events here), then closes the sockets (1001) and waits for them to end,
-/// all within the drain timeout.
+/// How long a wave waits at least for its presence unregistrations before closing
+/// its sockets anyway (so a slow presence service cannot stall a zero window).
+const UNREGISTER_WAIT: Duration = Duration::from_millis(200);
+
+/// On shutdown (the gateway already refuses new sockets and fails readiness): tells
+/// every socket to `reconnect` after its planned delay, then closes the sockets wave
+/// by wave over the drain window. Each wave is unregistered from presence first (so
+/// publishers stop routing its users here; events already routed still reach its
+/// sockets), then closed; a closing socket writes what it has queued before its close
+/// frame. Ends when every socket is gone, or the window plus the grace ran out.
 async fn drain_on_shutdown(hub: Arc<Hub>) {
     hub.shutdown.wait().await;
-    let deadline = tokio::time::Instant::now() + hub.config.drain_timeout;
+    let started = tokio::time::Instant::now();
+    let window = hub.config.drain_window;
+    let deadline = started + window + hub.config.drain_grace;
     let sockets = hub.registry.snapshot();
-    let count = sockets.len();
-    for conn in &sockets {
-        hub.unregister(conn);
+    let plan = DrainPlan::new(sockets.len(), window);
+    tracing::info!(
+        sockets = sockets.len(),
+        waves = plan.waves().len(),
+        window_ms = window.as_millis() as u64,
+        "websocket hub draining"
+    );
+    for (index, conn) in sockets.iter().enumerate() {
+        let after = plan.reconnect_after(index).unwrap_or(window);
+        conn.outbox.push(frame::reconnect(after));
     }
-    wait_until(deadline, || {
-        hub.unregister_pending.load(Ordering::Acquire) == 0
-    })
-    .await;
-    for conn in &sockets {
-        conn.outbox.close(CloseReason::Shutdown);
+    for (number, wave) in plan.waves().iter().enumerate() {
+        tokio::time::sleep_until(started + wave.offset).await;
+        let batch = &sockets[wave.sockets.clone()];
+        for conn in batch {
+            hub.unregister(conn);
+        }
+        let close_by = (started + plan.next_offset(number))
+            .max(tokio::time::Instant::now() + UNREGISTER_WAIT)
+            .min(deadline);
+        wait_until(close_by, || {
+            hub.unregister_pending.load(Ordering::Acquire) == 0
+        })
+        .await;
+        for conn in batch {
+            conn.outbox.close(CloseReason::Shutdown);
+        }
+        metrics::counter!("beehive_ws_drain_waves_total").increment(1);
+        tracing::debug!(
+            wave = number,
+            sockets = batch.len(),
+            "closing a wave of sockets for shutdown"
+        );
     }
     drop(sockets);
     wait_until(deadline, || {
@@ -390,8 +444,9 @@ async fn drain_on_shutdown(hub: Arc<Hub>) {
     })
     .await;
     tracing::info!(
-        sockets = count,
+        waves = plan.waves().len(),
         left = hub.registry.connections(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
         "websocket hub drained"
     );
     hub.drained.cancel();
@@ -409,13 +464,13 @@ mod tests {
     use registry::Taken;
 
     fn socket(registry: &Registry, user: Uuid, device: &str) -> Arc<Conn> {
-        let conn = Arc::new(Conn {
-            id: Uuid::now_v7(),
-            user_id: user,
-            session_id: "s".into(),
-            device_id: device.into(),
-            outbox: Outbox::new(16),
-        });
+        let conn = Arc::new(Conn::new(
+            Uuid::now_v7(),
+            user,
+            "s".into(),
+            device.into(),
+            16,
+        ));
         registry.insert(conn.clone());
         conn
     }

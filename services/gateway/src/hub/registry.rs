@@ -8,7 +8,7 @@
 //! push path or growing memory without bound.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::ws::Utf8Bytes;
@@ -24,7 +24,9 @@ pub enum CloseReason {
     Kicked(pb::RevocationReason),
     /// The outbox overflowed: the client does not read fast enough.
     Overflow,
-    /// The gateway is shutting down.
+    /// The gateway is shutting down: unlike the other reasons, the frames already
+    /// queued are still written first (the `reconnect` frame among them), then the
+    /// socket closes with 1012.
     Shutdown,
 }
 
@@ -109,10 +111,14 @@ impl Outbox {
         self.lock().close
     }
 
-    /// Takes everything queued, or the close request.
+    /// Takes everything queued, or the close request. A shutdown close hands out the
+    /// frames queued before it first; the other reasons drop them.
     pub fn take(&self) -> Taken {
         let mut state = self.lock();
         match state.close {
+            Some(CloseReason::Shutdown) if !state.frames.is_empty() => {
+                Taken::Frames(std::mem::take(&mut state.frames))
+            }
             Some(reason) => Taken::Close(reason),
             None => Taken::Frames(std::mem::take(&mut state.frames)),
         }
@@ -124,11 +130,13 @@ impl Outbox {
         self.ready.notified().await;
     }
 
-    /// Completes once a close is requested.
-    pub async fn closed(&self) -> CloseReason {
+    /// Completes once a close is requested that must not wait for a write in
+    /// progress (a kick or a slow client). A shutdown close never completes it: the
+    /// socket's queue is flushed before it closes.
+    pub async fn interrupted(&self) -> CloseReason {
         loop {
             let notified = self.ready.notified();
-            if let Some(reason) = self.closing() {
+            if let Some(reason) = self.closing().filter(|r| *r != CloseReason::Shutdown) {
                 return reason;
             }
             notified.await;
@@ -144,9 +152,41 @@ pub struct Conn {
     pub session_id: Box<str>,
     pub device_id: Box<str>,
     pub outbox: Outbox,
+    /// Set by whoever first queues this socket's presence unregistration (the drain
+    /// before closing it, or the end of the socket), so it is unregistered once and
+    /// the heartbeat stops refreshing it.
+    pub(crate) unregistered: AtomicBool,
 }
 
 impl Conn {
+    /// A socket of `user_id`'s device `device_id` with an empty outbox of `capacity`.
+    pub fn new(
+        id: Uuid,
+        user_id: Uuid,
+        session_id: Box<str>,
+        device_id: Box<str>,
+        capacity: usize,
+    ) -> Self {
+        Self {
+            id,
+            user_id,
+            session_id,
+            device_id,
+            outbox: Outbox::new(capacity),
+            unregistered: AtomicBool::new(false),
+        }
+    }
+
+    /// Marks the presence unregistration as queued; true for the first caller only.
+    pub(crate) fn mark_unregistered(&self) -> bool {
+        !self.unregistered.swap(true, Ordering::AcqRel)
+    }
+
+    /// Whether the presence unregistration was queued.
+    pub(crate) fn is_unregistered(&self) -> bool {
+        self.unregistered.load(Ordering::Acquire)
+    }
+
     /// The presence service's description of this socket.
     pub fn to_proto(&self) -> pb::Connection {
         pb::Connection {
@@ -279,13 +319,13 @@ mod tests {
     use super::*;
 
     fn conn(user: Uuid, device: &str, session: &str, capacity: usize) -> Arc<Conn> {
-        Arc::new(Conn {
-            id: Uuid::new_v4(),
-            user_id: user,
-            session_id: session.into(),
-            device_id: device.into(),
-            outbox: Outbox::new(capacity),
-        })
+        Arc::new(Conn::new(
+            Uuid::new_v4(),
+            user,
+            session.into(),
+            device.into(),
+            capacity,
+        ))
     }
 
     fn frames(conn: &Conn) -> Vec<String> {
@@ -390,8 +430,43 @@ mod tests {
         assert!(registry.sockets_of(&Uuid::now_v7(), None).is_empty());
     }
 
+    #[test]
+    fn a_shutdown_close_flushes_the_queue_first_and_other_closes_drop_it() {
+        let outbox = Outbox::new(4);
+        outbox.push(Utf8Bytes::from_static("a"));
+        outbox.push(Utf8Bytes::from_static("b"));
+        outbox.close(CloseReason::Shutdown);
+        // Nothing is queued after the close request.
+        assert!(!outbox.push(Utf8Bytes::from_static("late")));
+        match outbox.take() {
+            Taken::Frames(frames) => {
+                let frames: Vec<&str> = frames.iter().map(|f| f.as_str()).collect();
+                assert_eq!(frames, ["a", "b"]);
+            }
+            Taken::Close(reason) => panic!("closed before flushing: {reason:?}"),
+        }
+        assert!(matches!(outbox.take(), Taken::Close(CloseReason::Shutdown)));
+
+        let kicked = Outbox::new(4);
+        kicked.push(Utf8Bytes::from_static("a"));
+        kicked.close(CloseReason::Kicked(pb::RevocationReason::Logout));
+        assert!(matches!(
+            kicked.take(),
+            Taken::Close(CloseReason::Kicked(_))
+        ));
+    }
+
+    #[test]
+    fn presence_unregistration_is_claimed_once() {
+        let socket = conn(Uuid::now_v7(), "d", "s", 1);
+        assert!(!socket.is_unregistered());
+        assert!(socket.mark_unregistered());
+        assert!(!socket.mark_unregistered());
+        assert!(socket.is_unregistered());
+    }
+
     #[tokio::test]
-    async fn ready_wakes_on_push_and_closed_on_close() {
+    async fn ready_wakes_on_push_and_interrupted_on_urgent_close() {
         let outbox = Arc::new(Outbox::new(4));
         let waiter = {
             let outbox = outbox.clone();
@@ -400,12 +475,19 @@ mod tests {
         tokio::task::yield_now().await;
         outbox.push(Utf8Bytes::from_static("x"));
         waiter.await.expect("woken");
-        let closed = {
+        let interrupted = {
             let outbox = outbox.clone();
-            tokio::spawn(async move { outbox.closed().await })
+            tokio::spawn(async move { outbox.interrupted().await })
         };
         tokio::task::yield_now().await;
+        // A shutdown close lets a write in progress finish; a kick that follows does not.
         outbox.close(CloseReason::Shutdown);
-        assert_eq!(closed.await.expect("woken"), CloseReason::Shutdown);
+        tokio::task::yield_now().await;
+        assert!(!interrupted.is_finished());
+        outbox.close(CloseReason::Kicked(pb::RevocationReason::Logout));
+        assert_eq!(
+            interrupted.await.expect("woken"),
+            CloseReason::Kicked(pb::RevocationReason::Logout)
+        );
     }
 }

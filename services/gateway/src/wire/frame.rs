@@ -340,6 +340,17 @@ pub fn kicked(reason: pb::RevocationReason) -> Utf8Bytes {
     )
 }
 
+/// The `reconnect` frame of a gateway that is shutting down: the client comes back, to
+/// any gateway, after about `after`, then calls `sync` (API.md).
+pub fn reconnect(after: std::time::Duration) -> Utf8Bytes {
+    #[derive(Serialize)]
+    struct Data {
+        after_ms: u64,
+    }
+    let after_ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+    encode("reconnect", None, Data { after_ms })
+}
+
 /// The frame of a pushed event, or `None` for payloads that are not frames (kicks,
 /// which close sockets instead, and empty events).
 pub fn event(payload: &pb::event::Payload) -> Option<Utf8Bytes> {
@@ -528,6 +539,15 @@ mod tests {
         assert_eq!(
             frame.as_str(),
             r#"{"type":"kicked","data":{"reason":"password_changed"}}"#
+        );
+    }
+
+    #[test]
+    fn reconnect_frames_carry_the_delay_in_milliseconds() {
+        let frame = reconnect(std::time::Duration::from_millis(2500));
+        assert_eq!(
+            frame.as_str(),
+            r#"{"type":"reconnect","data":{"after_ms":2500}}"#
         );
     }
 

@@ -19,8 +19,9 @@ use crate::wire::frame::{self, Rejection};
 
 /// Close codes of API.md and RFC 6455.
 const CLOSE_NORMAL: u16 = 1000;
-const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_POLICY: u16 = 1008;
+/// API.md: after `reconnect`, the draining gateway closes with 1012 (service restart).
+const CLOSE_SERVICE_RESTART: u16 = 1012;
 const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 const CLOSE_KICKED: u16 = 4001;
 /// How long a closing handshake may take before the socket is simply dropped.
@@ -167,7 +168,7 @@ async fn close_for(socket: &mut WebSocket, conn: &Conn, reason: CloseReason) {
             tracing::info!(connection_id = %conn.id, user_id = %conn.user_id, "socket too slow for its live traffic; closing");
             (None, CLOSE_TRY_AGAIN_LATER, "too slow")
         }
-        CloseReason::Shutdown => (None, CLOSE_GOING_AWAY, "server shutting down"),
+        CloseReason::Shutdown => (None, CLOSE_SERVICE_RESTART, "gateway shutting down"),
     };
     close(socket, kicked, code, text).await;
 }
@@ -223,8 +224,9 @@ async fn on_incoming(
         .into()
 }
 
-/// Writes `messages` and flushes once. Gives up when a close is requested meanwhile
-/// (the slow-client, kick and shutdown paths must not wait behind a stuck write) or
+/// Writes `messages` and flushes once. Gives up when a kick or slow-client close is
+/// requested meanwhile (they must not wait behind a stuck write; a shutdown close
+/// waits, its queue is flushed first) or
 /// when one frame makes no progress for `stall`: a slow reader that keeps reading is
 /// waited for however long a large `sync` takes, a reader that stopped is not.
 async fn write(
@@ -251,7 +253,7 @@ async fn write(
             Ok(()) => Write::Done,
             Err(()) => Write::Dead,
         },
-        _ = conn.outbox.closed() => Write::Interrupted,
+        _ = conn.outbox.interrupted() => Write::Interrupted,
     }
 }
 

@@ -95,6 +95,9 @@ impl Cluster {
         ])
         .await;
         let mut settings = env.settings.clone();
+        // Stopped gateways close their sockets at once unless a test asks for a drain
+        // window (ws_drain.rs), so stopping one does not wait out the 30 s default.
+        settings.gateway_drain_window = Duration::ZERO;
         adjust(&mut settings);
         let components = [
             Component::User,
@@ -190,6 +193,19 @@ impl Cluster {
         gateway.shutdown.trigger();
         let _ = tokio::time::timeout(PATIENCE, gateway.task).await;
         gateway.instance_id
+    }
+
+    /// Tells gateway `index` to shut down without waiting: it drains (fails /readyz,
+    /// sends `reconnect`, closes its sockets over its drain window) while the test
+    /// watches; [`Stopping::stopped`] waits for the end.
+    pub fn begin_stop(&mut self, index: usize) -> Stopping {
+        let gateway = self.gateways.remove(index);
+        gateway.shutdown.trigger();
+        Stopping {
+            instance_id: gateway.instance_id,
+            addr: gateway.addr,
+            task: gateway.task,
+        }
     }
 
     /// The address of gateway `index`.
@@ -324,6 +340,35 @@ impl Cluster {
             all.extend(page);
         }
     }
+}
+
+/// A gateway told to shut down (see [`Cluster::begin_stop`]).
+pub struct Stopping {
+    pub instance_id: String,
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Stopping {
+    /// Waits until the gateway's serving future completed (the process would exit);
+    /// panics if that takes longer than PATIENCE.
+    pub async fn stopped(self) -> String {
+        tokio::time::timeout(PATIENCE, self.task)
+            .await
+            .expect("the gateway stops within PATIENCE")
+            .expect("the gateway task does not panic");
+        self.instance_id
+    }
+}
+
+/// The status of the gateway's `/readyz`.
+pub async fn readyz(addr: SocketAddr) -> reqwest::StatusCode {
+    reqwest::Client::new()
+        .get(format!("http://{addr}/readyz"))
+        .send()
+        .await
+        .expect("/readyz answers")
+        .status()
 }
 
 /// Waits until the gateway's `/readyz` answers 200 (keys and deny set loaded).
