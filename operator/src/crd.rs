@@ -396,7 +396,21 @@ pub struct GatewaySpec {
     /// load tests.
     #[serde(default = "default_true")]
     pub rate_limits: bool,
+    /// Seconds over which a stopping gateway sends its clients `reconnect` and closes their
+    /// sockets in waves, so a rollout causes no reconnect storm
+    /// (BEEHIVE_GATEWAY_DRAIN_WINDOW). The pods' termination grace period is this plus 15 s.
+    #[serde(default = "default_drain_seconds")]
+    #[schemars(range(min = 0, max = 600))]
+    pub drain_seconds: i64,
 }
+
+fn default_drain_seconds() -> i64 {
+    30
+}
+
+/// Seconds a gateway pod gets after SIGTERM beyond its drain window: the gateway's own
+/// bound on a drain overrunning (5 s) and on in-flight HTTP requests (5 s), with margin.
+pub const GATEWAY_EXIT_GRACE_SECONDS: i64 = 15;
 
 impl Default for GatewaySpec {
     fn default() -> Self {
@@ -407,6 +421,7 @@ impl Default for GatewaySpec {
             cors_origins: Vec::new(),
             trusted_proxies: Vec::new(),
             rate_limits: true,
+            drain_seconds: default_drain_seconds(),
         }
     }
 }

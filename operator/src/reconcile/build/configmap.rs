@@ -63,6 +63,10 @@ pub fn data(c: &ClusterRef<'_>) -> BTreeMap<String, String> {
         );
     }
     set(
+        "BEEHIVE_GATEWAY_DRAIN_WINDOW",
+        format!("{}s", spec.gateway.drain_seconds),
+    );
+    set(
         "BEEHIVE_SEARCH_BACKEND",
         spec.search.backend.as_str().into(),
     );

@@ -713,4 +713,44 @@ pub(crate) mod tests {
         assert_eq!(label_value(&"a".repeat(100)).len(), 63);
         assert_eq!(label_value("-x-"), "x");
     }
+
+    #[test]
+    fn the_gateway_gets_its_drain_window_and_a_grace_period_beyond_it() {
+        use k8s_openapi::api::apps::v1::Deployment;
+        use k8s_openapi::api::core::v1::ConfigMap;
+        for (drain, grace) in [(None, 45), (Some(120), 135), (Some(0), 15)] {
+            let mut spec = BeehiveClusterSpec::default();
+            if let Some(d) = drain {
+                spec.gateway.drain_seconds = d;
+            }
+            let d = build_all(&cluster("demo", spec), &Inputs::default()).unwrap();
+            let pod = |name: &str| {
+                d.get(ChildKind::Deployment, name)
+                    .unwrap()
+                    .parse::<Deployment>()
+                    .unwrap()
+                    .spec
+                    .unwrap()
+                    .template
+                    .spec
+                    .unwrap()
+            };
+            assert_eq!(
+                pod("demo-gateway").termination_grace_period_seconds,
+                Some(grace)
+            );
+            assert_eq!(pod("demo-auth").termination_grace_period_seconds, Some(30));
+            let config = d
+                .get(ChildKind::ConfigMap, "demo-config")
+                .unwrap()
+                .parse::<ConfigMap>()
+                .unwrap()
+                .data
+                .unwrap();
+            assert_eq!(
+                config["BEEHIVE_GATEWAY_DRAIN_WINDOW"],
+                format!("{}s", drain.unwrap_or(30))
+            );
+        }
+    }
 }

@@ -378,7 +378,13 @@ pub fn component_template(
 
     let mut pod = base_pod_spec(c, vec![container], volumes);
     pod.init_containers = Some(vec![migrate_container(c, "migrate-wait", true)]);
-    pod.termination_grace_period_seconds = Some(if comp == Component::Gateway { 60 } else { 30 });
+    // A gateway drains its sockets over spec.gateway.drainSeconds after SIGTERM; the
+    // kubelet must not kill it before that.
+    pod.termination_grace_period_seconds = Some(if comp == Component::Gateway {
+        c.cluster.spec.gateway.drain_seconds + crate::crd::GATEWAY_EXIT_GRACE_SECONDS
+    } else {
+        30
+    });
     pod.node_selector =
         (!workload.node_selector.is_empty()).then(|| workload.node_selector.clone());
     pod.tolerations = (!workload.tolerations.is_empty()).then(|| workload.tolerations.clone());
