@@ -1,6 +1,6 @@
-//! The search component's settings: the backend and where the embedded index lives
-//! come from `BEEHIVE_SEARCH_BACKEND` and `BEEHIVE_SEARCH_INDEX_DIR`; batching has
-//! defaults that tests shorten.
+//! The search component's settings, from `BEEHIVE_SEARCH_BACKEND`,
+//! `BEEHIVE_SEARCH_INDEX_DIR`, `BEEHIVE_SEARCH_BATCH_SIZE` and
+//! `BEEHIVE_SEARCH_COMMIT_INTERVAL` (tests build it directly to shorten the waits).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,8 +26,8 @@ impl SearchConfig {
         Self {
             backend: settings.search_backend.clone(),
             index_dir: settings.search_index_dir.clone(),
-            batch_size: 500,
-            batch_interval: Duration::from_millis(500),
+            batch_size: settings.search_batch_size as usize,
+            batch_interval: settings.search_commit_interval,
         }
     }
 }
