@@ -632,10 +632,26 @@ mod tests {
         assert_eq!(index.count(), 1);
     }
 
-    fn tempdir() -> PathBuf {
+    /// A private index directory, removed when the test ends.
+    struct TempDir(PathBuf);
+
+    impl std::ops::Deref for TempDir {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn tempdir() -> TempDir {
         let dir =
             std::env::temp_dir().join(format!("beehive-search-unit-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        dir
+        TempDir(dir)
     }
 }
