@@ -215,6 +215,30 @@ def main():
     alice_ws.send({"type": "read", "data": {"conversation_id": conversation, "seq": msg["seq"]}})
     history = api.call("GET", f"/conversations/{conversation}/messages?limit=10", token=bob["access_token"])
     say(f"history: {[(m['seq'], m['content']) for m in history['messages']]}")
+
+    # Search: Chinese is segmented into words (消息 finds 我们的消息, not 消费), hits are
+    # scoped to the caller's conversations, highlights are HTML-escaped with <em>.
+    api.call("POST", "/messages", {"client_msg_id": secrets.token_hex(8), "conversation_id": conversation,
+                                   "msg_type": "text", "content": "我们的消息已经同步了"},
+             token=alice["access_token"])
+    api.call("POST", "/messages", {"client_msg_id": secrets.token_hex(8), "conversation_id": conversation,
+                                   "msg_type": "text", "content": "这个月的消费记录"},
+             token=alice["access_token"])
+    query = urllib.parse.quote("消息")
+    say("search 消息 (indexing is asynchronous: a few seconds at most)")
+    hits = []
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        found = api.call("GET", f"/search/messages?q={query}", token=bob["access_token"],
+                         expect=(200, 503))
+        hits = (found or {}).get("hits") or []
+        if hits:
+            break
+        time.sleep(0.3)
+    if not hits:
+        raise SystemExit("search found nothing for 消息 within 15 s")
+    for hit in hits:
+        say(f"  hit: {hit['highlight']}")
     say("demo done")
 
 

@@ -54,6 +54,7 @@ fi
 
 say "starting beehive serve all (log: $LOG)"
 BEEHIVE_LOG_FORMAT=${BEEHIVE_LOG_FORMAT:-text} NO_COLOR=1 \
+  BEEHIVE_SEARCH_INDEX_DIR=${BEEHIVE_SEARCH_INDEX_DIR:-$STATE/search-index} \
   nohup "$BIN" serve all --addr-file "$STATE/addresses.json" >"$LOG" 2>&1 &
 echo $! >"$PIDFILE"
 

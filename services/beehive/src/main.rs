@@ -66,8 +66,8 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
     parse_duration(text).ok_or_else(|| format!("{text:?} is not a duration such as 300s or 10m"))
 }
 
-/// Every component this build contains. search and file arrive in later releases;
-/// `serve search|file` reports that instead of starting a fake.
+/// Every component this build contains. file arrives in a later release; `serve file`
+/// reports that instead of starting a fake.
 fn registry() -> Registry {
     Registry::new()
         .with(
@@ -89,6 +89,11 @@ fn registry() -> Registry {
             Component::Message,
             |ctx, listener| Box::pin(async move { beehive_message::bind(&ctx, listener).await }),
             Some(&beehive_message::MIGRATOR),
+        )
+        .with(
+            Component::Search,
+            |ctx, listener| Box::pin(async move { beehive_search::bind(&ctx, listener).await }),
+            None,
         )
         .with(
             Component::Presence,

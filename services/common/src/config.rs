@@ -118,6 +118,8 @@ pub const ENV_KEYS: &[&str] = &[
     "BEEHIVE_REFRESH_TOKEN_TTL",
     "BEEHIVE_SEARCH_BACKEND",
     "BEEHIVE_SEARCH_INDEX_DIR",
+    "BEEHIVE_SEARCH_BATCH_SIZE",
+    "BEEHIVE_SEARCH_COMMIT_INTERVAL",
     "BEEHIVE_FILE_STORAGE_DIR",
     "BEEHIVE_FILE_S3_URL",
     "BEEHIVE_GRPC_TIMEOUT",
@@ -318,6 +320,10 @@ pub struct Settings {
     /// `embedded` (tantivy) or `elasticsearch`.
     pub search_backend: String,
     pub search_index_dir: PathBuf,
+    /// Message events indexed in one commit at most.
+    pub search_batch_size: u32,
+    /// Longest wait between an event's arrival and the commit that makes it searchable.
+    pub search_commit_interval: Duration,
     pub file_storage_dir: PathBuf,
     pub file_s3_url: Option<SecretUrl>,
     /// Deadline of every gRPC call.
@@ -526,6 +532,8 @@ impl Settings {
             refresh_token_ttl: duration("BEEHIVE_REFRESH_TOKEN_TTL", "7d")?,
             search_backend,
             search_index_dir: PathBuf::from(string("BEEHIVE_SEARCH_INDEX_DIR", "./data/search")),
+            search_batch_size: number("BEEHIVE_SEARCH_BATCH_SIZE", 500)?,
+            search_commit_interval: duration("BEEHIVE_SEARCH_COMMIT_INTERVAL", "500ms")?,
             file_storage_dir: PathBuf::from(string("BEEHIVE_FILE_STORAGE_DIR", "./data/files")),
             file_s3_url: get("BEEHIVE_FILE_S3_URL").map(SecretUrl::new),
             grpc_timeout: duration("BEEHIVE_GRPC_TIMEOUT", "10s")?,
@@ -908,6 +916,16 @@ pub const SETTINGS_DOC: &[SettingDoc] = &[
         "BEEHIVE_SEARCH_INDEX_DIR",
         "./data/search",
         "Directory of the embedded search index.",
+    ),
+    doc(
+        "BEEHIVE_SEARCH_BATCH_SIZE",
+        "500",
+        "Message events indexed in one commit at most.",
+    ),
+    doc(
+        "BEEHIVE_SEARCH_COMMIT_INTERVAL",
+        "500ms",
+        "Longest wait before indexed events are committed (searchable).",
     ),
     doc(
         "BEEHIVE_FILE_STORAGE_DIR",

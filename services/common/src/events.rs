@@ -10,6 +10,11 @@
 //! Messages are persistent protobuf [`Event`]s; publishing waits for broker confirms.
 //! Messages a gateway rejects go to the dead-letter exchange `<installation>.events.dlx`
 //! and its queue `<installation>.events.dead`.
+//!
+//! The search component consumes its own durable queue `<installation>.search.index`,
+//! bound with [`SEARCH_INDEX_ROUTING_KEY`]: the relay publishes one more copy of every
+//! message event with that key (whoever is online), so indexing never depends on
+//! presence. The key starts with `@`, which no instance id (a pod name) contains.
 
 use std::time::Duration;
 
@@ -34,12 +39,17 @@ use crate::routing;
 /// with the same instance id within this time finds what was routed to it meanwhile).
 pub const GATEWAY_QUEUE_EXPIRES: Duration = Duration::from_secs(120);
 
+/// Routing key of the copies of message events meant for the search index.
+pub const SEARCH_INDEX_ROUTING_KEY: &str = "@search.index";
+
 /// RabbitMQ names of one installation.
 #[derive(Clone, Debug)]
 pub struct Names {
     pub exchange: String,
     pub dead_letter_exchange: String,
     pub dead_letter_queue: String,
+    /// The search component's durable index queue.
+    pub search_index_queue: String,
     installation: String,
 }
 
@@ -51,6 +61,7 @@ impl Names {
             exchange: format!("{i}.events"),
             dead_letter_exchange: format!("{i}.events.dlx"),
             dead_letter_queue: format!("{i}.events.dead"),
+            search_index_queue: format!("{i}.search.index"),
             installation: i.clone(),
         }
     }
@@ -146,6 +157,55 @@ pub async fn declare_gateway_queue(
         )
         .await?;
     Ok(queue)
+}
+
+/// Declares and binds the search component's durable index queue (idempotent);
+/// returns its name. Rejected (poison) deliveries go to the dead-letter exchange.
+pub async fn declare_search_queue(
+    channel: &lapin::Channel,
+    names: &Names,
+) -> Result<String, lapin::Error> {
+    declare_topology(channel, names).await?;
+    let queue = names.search_index_queue.clone();
+    let mut args = FieldTable::default();
+    args.insert(
+        short("x-dead-letter-exchange"),
+        AMQPValue::LongString(names.dead_letter_exchange.clone().into()),
+    );
+    channel
+        .queue_declare(
+            short(&queue),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            args,
+        )
+        .await?;
+    channel
+        .queue_bind(
+            short(&queue),
+            short(&names.exchange),
+            short(SEARCH_INDEX_ROUTING_KEY),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(queue)
+}
+
+/// The copy of a message event that goes to the search index: the message only (no
+/// recipients, no device exclusion); `None` for any other event.
+pub fn search_index_copy(event: &Event) -> Option<Event> {
+    match &event.payload {
+        Some(beehive_proto::v1::event::Payload::Message(_)) => Some(Event {
+            recipient_ids: Vec::new(),
+            exclude_device_user_id: String::new(),
+            exclude_device_id: String::new(),
+            payload: event.payload.clone(),
+        }),
+        _ => None,
+    }
 }
 
 pub use crate::routing::split_by_instance;

@@ -19,6 +19,7 @@ use beehive_proto::v1 as pb;
 use beehive_proto::v1::auth_service_client::AuthServiceClient;
 use beehive_proto::v1::message_service_client::MessageServiceClient;
 use beehive_proto::v1::presence_service_client::PresenceServiceClient;
+use beehive_proto::v1::search_service_client::SearchServiceClient;
 use beehive_proto::v1::social_service_client::SocialServiceClient;
 use beehive_proto::v1::user_service_client::UserServiceClient;
 use futures::future::BoxFuture;
@@ -37,6 +38,7 @@ pub struct Clients {
     social: SocialServiceClient<ClientChannel>,
     message: MessageServiceClient<ClientChannel>,
     presence: PresenceServiceClient<ClientChannel>,
+    search: SearchServiceClient<ClientChannel>,
     /// Retry budget shared by the idempotent calls of every handler and socket.
     retry: Retry,
 }
@@ -92,6 +94,7 @@ impl Clients {
             social: SocialServiceClient::new(channel(Component::Social)?),
             message: MessageServiceClient::new(channel(Component::Message)?),
             presence: PresenceServiceClient::new(channel(Component::Presence)?),
+            search: SearchServiceClient::new(channel(Component::Search)?),
             retry: Retry::default(),
         })
     }
@@ -451,5 +454,18 @@ impl Clients {
     pub fn heartbeat(&self, request: pb::HeartbeatRequest) -> Call<pb::HeartbeatResponse> {
         let mut presence = self.presence.clone();
         once(request, move |r| async move { presence.heartbeat(r).await })
+    }
+
+    // --- search: a read, retried.
+
+    pub fn search_messages(
+        &self,
+        request: pb::SearchMessagesRequest,
+    ) -> Call<pb::SearchMessagesResponse> {
+        let search = self.search.clone();
+        retried(&self.retry, request, move |r| {
+            let mut search = search.clone();
+            async move { search.search_messages(r).await }
+        })
     }
 }

@@ -10,11 +10,11 @@ use beehive_proto::v1::message_service_server::MessageService as MessageRpc;
 use beehive_proto::v1::{
     AddMembersRequest, ConversationResponse, CreateGroupRequest, FilterConversationPeersRequest,
     FilterConversationPeersResponse, GetConversationRequest, ListConversationsRequest,
-    ListConversationsResponse, ListMessagesRequest, ListMessagesResponse, ListReceiptsRequest,
-    ListReceiptsResponse, MarkRequest, MarkResponse, NotifyTypingRequest, NotifyTypingResponse,
-    PageResponse, RemoveMemberRequest, RemoveMemberResponse, SendMessageRequest,
-    SendMessageResponse, SyncRequest, SyncResponse, UpdateGroupRequest, list_messages_request,
-    send_message_request,
+    ListConversationsResponse, ListMembershipsRequest, ListMembershipsResponse,
+    ListMessagesRequest, ListMessagesResponse, ListReceiptsRequest, ListReceiptsResponse,
+    MarkRequest, MarkResponse, Membership, NotifyTypingRequest, NotifyTypingResponse, PageResponse,
+    RemoveMemberRequest, RemoveMemberResponse, SendMessageRequest, SendMessageResponse,
+    SyncRequest, SyncResponse, UpdateGroupRequest, list_messages_request, send_message_request,
 };
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -339,6 +339,29 @@ impl MessageRpc for MessageApi {
                     .await?;
                 Ok(FilterConversationPeersResponse {
                     peer_ids: peers.iter().map(Uuid::to_string).collect(),
+                })
+            }
+            .await,
+        )
+    }
+
+    async fn list_memberships(
+        &self,
+        request: Request<ListMembershipsRequest>,
+    ) -> Result<Response<ListMembershipsResponse>, Status> {
+        let r = request.into_inner();
+        answer(
+            async {
+                let user = parse_id("user_id", &r.user_id)?;
+                let memberships = self.service.memberships(user).await?;
+                Ok(ListMembershipsResponse {
+                    memberships: memberships
+                        .into_iter()
+                        .map(|(conversation_id, join_seq)| Membership {
+                            conversation_id: conversation_id.to_string(),
+                            join_seq,
+                        })
+                        .collect(),
                 })
             }
             .await,

@@ -27,7 +27,9 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
-use beehive_common::events::{Names, declare_topology};
+use beehive_common::events::{
+    Names, SEARCH_INDEX_ROUTING_KEY, declare_topology, search_index_copy,
+};
 use beehive_common::routing::{self, InstancesOf};
 use beehive_common::{Error, Settings, Shutdown};
 use beehive_proto::v1::Event;
@@ -274,6 +276,11 @@ impl Relay {
         for (index, (_, event)) in plan.events.iter().enumerate() {
             for (instance, copy) in routing::split_event(event, &routes) {
                 payloads.push((instance, copy.encode_to_vec()));
+                owner_row.push(index);
+            }
+            // The search index gets every message, whoever is online.
+            if let Some(copy) = search_index_copy(event) {
+                payloads.push((SEARCH_INDEX_ROUTING_KEY.to_owned(), copy.encode_to_vec()));
                 owner_row.push(index);
             }
         }

@@ -459,6 +459,17 @@ impl MessageService {
         Ok(self.store.conversation_peers(user, candidates).await?)
     }
 
+    /// Every conversation of `user` with the seq it joined at (it reads later seqs).
+    pub async fn memberships(&self, user: Uuid) -> Result<Vec<(Uuid, u64)>, Error> {
+        Ok(self
+            .store
+            .sync_memberships(user)
+            .await?
+            .into_iter()
+            .map(|m| (m.conversation_id, m.join_seq))
+            .collect())
+    }
+
     /// The direct conversation of a pair, from the cache when known.
     async fn direct_conversation(&self, low: Uuid, high: Uuid) -> Result<Uuid, Error> {
         if let Some(id) = self.direct.get(low, high) {

@@ -61,7 +61,8 @@ impl Server {
             .env("BEEHIVE_HTTP_ADDR", "127.0.0.1:0")
             .env("BEEHIVE_ADMIN_ADDR", "127.0.0.1:0")
             .env("BEEHIVE_LOG_FORMAT", "json")
-            .env("BEEHIVE_RATE_LIMITS", "off");
+            .env("BEEHIVE_RATE_LIMITS", "off")
+            .env("BEEHIVE_SEARCH_INDEX_DIR", dir.join("search-index"));
         for c in [
             "AUTH", "USER", "SOCIAL", "MESSAGE", "PRESENCE", "SEARCH", "FILE", "GATEWAY",
         ] {

@@ -11,5 +11,6 @@ pub mod events;
 pub mod limits;
 pub mod messages;
 pub mod presence;
+pub mod search;
 pub mod social;
 pub mod validate;

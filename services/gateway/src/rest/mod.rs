@@ -13,6 +13,7 @@ pub mod messages;
 pub mod openapi;
 pub mod presence;
 pub mod rate_limited;
+pub mod search;
 pub mod users;
 
 use axum::Router;
@@ -64,6 +65,7 @@ api_routes! {
     post "/api/v1/conversations/{id}/read" => conversations::read;
     post "/api/v1/messages" => messages::send;
     get "/api/v1/presence" => presence::get;
+    get "/api/v1/search/messages" => search::messages;
 }
 
 /// The REST router (without state; the caller adds it).

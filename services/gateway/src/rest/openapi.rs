@@ -7,7 +7,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::rest::{auth, conversations, friends, messages, presence, users};
+use crate::rest::{auth, conversations, friends, messages, presence, search, users};
 
 /// The document's root; `paths(...)` lists every annotated handler.
 #[derive(OpenApi)]
@@ -21,7 +21,7 @@ use crate::rest::{auth, conversations, friends, messages, presence, users};
         conversations::create_group, conversations::update_group, conversations::add_members,
         conversations::remove_member, conversations::list, conversations::get,
         conversations::messages, conversations::receipts, conversations::read,
-        messages::send, presence::get,
+        messages::send, presence::get, search::messages,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -31,6 +31,7 @@ use crate::rest::{auth, conversations, friends, messages, presence, users};
         (name = "conversations", description = "Groups, conversations, history, receipts"),
         (name = "messages", description = "Sending"),
         (name = "presence", description = "Who is online"),
+        (name = "search", description = "Message history search"),
         (name = "meta", description = "This document"),
     ),
 )]

@@ -9,6 +9,7 @@
 /// (fuzz/) can drive the decoder directly.
 pub mod frame;
 pub mod model;
+pub mod search;
 pub mod views;
 
 pub use crate::app::messages::msg_type_name;
