@@ -409,6 +409,7 @@ export function GroupSettings({ id }: { id: string }) {
   const [name, setName] = useState(c?.name ?? "");
   const [selected, setSelected] = useState(new Set<string>());
   const [error, setError] = useState("");
+  const [confirmLeave, setConfirmLeave] = useState(false);
   useEffect(() => void store.ensureConversation(id), [id]);
   useEffect(() => { if (c && !name) setName(c.name); }, [c?.name]);
   if (!c) return <section class="panel"><p class="muted" role="status">Loading…</p></section>;
@@ -459,13 +460,12 @@ export function GroupSettings({ id }: { id: string }) {
       </form>
       {error && <p class="error" role="alert">{error}</p>}
       <h3>Leave</h3>
-      <button type="button" class="danger" onClick={() => void run(async () => {
-        if (!confirm(`Leave ${c.name}?`)) return;
+      {!confirmLeave ? <button type="button" class="secondary" onClick={() => setConfirmLeave(true)}>Leave the group…</button> : <button type="button" class="danger" onClick={() => void run(async () => {
         await store.client.removeMember(id, me);
         store.conversations.delete(id);
         store.changed();
         navigate(["chats"], undefined, true);
-      })}>Leave the group</button>
+      })}>Yes, leave {c.name}</button>}
     </section>
   );
 }

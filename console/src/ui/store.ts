@@ -78,6 +78,8 @@ export class Store {
   receipts = new Map<string, Map<string, ReceiptState>>();
   typing = new Map<string, Map<string, number>>();
   historyDone = new Set<string>();
+  /** Conversations whose latest page was loaded (live frames alone leave gaps before them). */
+  historyLoaded = new Set<string>();
   uploads = new Map<string, UploadState>();
   filesSupported: boolean | null = null;
   active: string | null = null;
@@ -99,7 +101,16 @@ export class Store {
       if (!this.client.signedIn && this.status === "signedIn") this.reset("signedOut");
       else if (this.client.signedIn && this.status === "signedOut") void this.startSession();
     });
-    window.addEventListener("offline", () => this.socket?.networkDown());
+    window.addEventListener("offline", () => {
+      this.socket?.networkDown();
+      // some browsers never fire "online" after an emulated or brief outage: poll too
+      const poll = setInterval(() => {
+        if (navigator.onLine || !this.socket || this.socket.state !== "offline") {
+          clearInterval(poll);
+          this.socket?.networkUp();
+        }
+      }, 2000);
+    });
     window.addEventListener("online", () => this.socket?.networkUp());
     document.addEventListener("visibilitychange", () => this.markActiveRead());
   }
@@ -173,6 +184,7 @@ export class Store {
     this.receipts.clear();
     this.typing.clear();
     this.historyDone.clear();
+    this.historyLoaded.clear();
     this.uploads.clear();
     this.active = null;
     this.notice = null;
@@ -344,6 +356,7 @@ export class Store {
     }
     const page = await this.client.messages(id, before !== undefined ? { before_seq: before, limit } : { limit });
     socket.addHistory(page);
+    this.historyLoaded.add(id);
     if (page.length < limit || (page[0]?.seq ?? 1) <= 1) this.historyDone.add(id);
     this.changed();
   }
@@ -353,7 +366,7 @@ export class Store {
     const socket = this.socket;
     if (!socket) return false;
     const t = socket.timelines.get(id);
-    if (t.size === 0) await this.loadHistory(id);
+    if (!this.historyLoaded.has(id)) await this.loadHistory(id);
     for (let i = 0; i < 40 && !t.has(seq) && !this.historyDone.has(id) && t.first > seq; i++) await this.loadHistory(id, true);
     return t.has(seq);
   }
@@ -441,10 +454,8 @@ export class Store {
     // someone's message reached this device
     if (!mine && (source === "live" || source === "sync")) this.socket?.delivered(id, message.seq);
     if (typeof message.client_msg_id === "string") this.pending.delete(message.client_msg_id);
-    const typing = this.typing.get(id);
-    if (typing?.delete(message.sender_id)) {
-      /* the sender stopped typing */
-    }
+    // a message ends its sender's typing indicator
+    this.typing.get(id)?.delete(message.sender_id);
     if (id === this.active) this.markActiveRead();
     this.changed();
   }
@@ -474,8 +485,7 @@ export class Store {
     if (id) {
       void this.ensureConversation(id);
       void this.loadReceipts(id);
-      const t = this.socket?.timelines.get(id);
-      if (t && t.size === 0 && !this.historyDone.has(id)) void this.loadHistory(id).catch((e) => this.notify(describeError(e), "error"));
+      if (!this.historyLoaded.has(id)) void this.loadHistory(id).catch((e) => this.notify(describeError(e), "error"));
       this.markActiveRead();
     }
     this.changed();
