@@ -9,6 +9,12 @@ export function useStore(): Store {
   const store = useContext(StoreContext);
   if (!store) throw new Error("no store");
   const [, tick] = useReducer((n: number, _: void) => n + 1, 0);
-  useEffect(() => store.subscribe(() => tick()), [store]);
+  const renderedAt = store.rev;
+  useEffect(() => {
+    const off = store.subscribe(() => tick());
+    // a change between this render and the subscription (effects run after paint)
+    if (store.rev !== renderedAt) tick();
+    return off;
+  }, [store]);
   return store;
 }
