@@ -51,7 +51,7 @@ function SignIn() {
     setError("");
     try {
       await store.signIn(login.trim(), password);
-      navigate(["chats"], undefined, true);
+      // the shell moves from #/signin or #/signup to #/chats as soon as it shows
     } catch (err) {
       setError(describeError(err));
     } finally {
@@ -106,7 +106,7 @@ function SignUp() {
     setBusy(true);
     try {
       await store.signUp({ username: username.trim(), password, nickname: nickname.trim() || undefined, email: email.trim() || undefined, code: code.trim() || undefined });
-      navigate(["chats"], undefined, true);
+      // the shell moves from #/signin or #/signup to #/chats as soon as it shows
     } catch (err) {
       setError(describeError(err));
     } finally {
