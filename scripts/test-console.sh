@@ -27,12 +27,16 @@ scripts/infra.sh
 build_console --test
 
 CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
-if [ ! -x "$CHROMIUM" ]; then
-  say "installing Debian's chromium"
+# A CJK font too (5 MB), so Chinese text renders in the screenshots instead of boxes.
+PACKAGES=()
+[ -x "$CHROMIUM" ] || PACKAGES+=(chromium)
+fc-list 2>/dev/null | grep -qi "wqy\|noto sans cjk" || PACKAGES+=(fonts-wqy-microhei)
+if [ ${#PACKAGES[@]} -gt 0 ]; then
+  say "installing ${PACKAGES[*]} (Debian packages)"
   SUDO=""
   [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO=sudo
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${PACKAGES[@]}" >/dev/null
 fi
 "$CHROMIUM" --version
 

@@ -147,7 +147,7 @@ function Composer({ onSend, onTyping, conversationId }: { onSend: (text: string)
       {conversationId && (
         <>
           <label class={`button secondary attach ${filesOff ? "disabled" : ""}`} title={filesOff ? "This server does not accept files" : "Send an image, voice or other file"}>
-            <span aria-hidden="true">📎</span><span class="sr-only">Attach a file</span>
+            <svg aria-hidden="true" viewBox="0 0 24 24" width="18" height="18" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round"><path d="M21 11.5 12.5 20a5 5 0 0 1-7-7L14 4.5a3.3 3.3 0 0 1 4.7 4.7l-8.4 8.4a1.7 1.7 0 0 1-2.4-2.4L15.5 7.5" /></svg><span class="sr-only">Attach a file</span>
             <input ref={fileRef} type="file" class="sr-only" disabled={filesOff} aria-label="Attach a file"
               onChange={(e) => {
                 const input = e.currentTarget as HTMLInputElement;

@@ -79,7 +79,7 @@ export function FileMessage({ fileId, kind, name }: { fileId: string; kind: stri
         } catch (e) {
           store.notify(describeError(e), "error");
         }
-      }}>⬇ {name}</button>
+      }}>Download {name}</button>
     </div>
   );
 }
