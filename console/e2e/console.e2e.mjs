@@ -344,6 +344,36 @@ async function scenario(browser) {
     });
   }
 
+  await step("sign in on a second device and page the group's history upward", async () => {
+    const login = await a.request.post(`${BASE}/api/v1/auth/login`, { data: { login: names.a, password: PASSWORD } });
+    assert(login.status() === 200, `login ${login.status()}`);
+    const auth = { Authorization: `Bearer ${(await login.json()).access_token}` };
+    for (let i = 1; i <= 60; i++) {
+      const r = await a.request.post(`${BASE}/api/v1/messages`, {
+        headers: auth,
+        data: { client_msg_id: `page-${run}-${i}`, conversation_id: group, msg_type: "text", content: `history ${i}` },
+      });
+      assert(r.status() === 201, `POST /messages ${r.status()}`);
+    }
+    const D = await device(browser, "alice-2");
+    const d = D.page;
+    await d.goto(`${BASE}/`);
+    await d.getByLabel("Username, email or user id").fill(names.a);
+    await d.getByLabel("Password", { exact: true }).fill(PASSWORD);
+    await d.getByLabel("Password", { exact: true }).press("Enter");
+    await me(d).getByText(`@${names.a}`, { exact: true }).waitFor();
+    await d.locator(`[data-conversation="${group}"]`).click();
+    await msg(d, "history 60").waitFor();
+    assert((await msg(d, "我们的消息").count()) === 0, "only the latest page is loaded at first");
+    await d.getByRole("button", { name: "Load earlier messages" }).click();
+    await msg(d, "我们的消息").waitFor();
+    await d.getByText("Beginning of the conversation").waitFor();
+    const seqs = await messages(d).locator("li.msg").evaluateAll((els) => els.map((e) => Number(e.getAttribute("data-seq"))));
+    assert(seqs.length === 62 && seqs.every((s, i) => s === i + 1), `seqs 1..62 once each, got ${seqs.join(",")}`);
+    await D.context.close();
+    delete pages["alice-2"];
+  });
+
   const options = await a.request.fetch(`${BASE}/api/v1/files/uploads`, { method: "OPTIONS", headers: { "Tus-Resumable": "1.0.0" } });
   if (options.status() === 204 && options.headers()["tus-version"]) {
     await step("send an image over tus, see the thumbnail, open it full size", async () => {
