@@ -159,7 +159,7 @@ function Composer({ onSend, onTyping, conversationId }: { onSend: (text: string)
         </>
       )}
       <label for="composer-text" class="sr-only">Message</label>
-      <textarea id="composer-text" ref={ref} rows={1} placeholder="Write a message (Enter sends, Shift+Enter for a new line)" value={text}
+      <textarea id="composer-text" ref={ref} rows={1} placeholder="Write a message" aria-describedby="composer-hint" value={text}
         onInput={(e) => {
           setText((e.currentTarget as HTMLTextAreaElement).value);
           const now = Date.now();
@@ -174,6 +174,7 @@ function Composer({ onSend, onTyping, conversationId }: { onSend: (text: string)
             send();
           }
         }} />
+      <span id="composer-hint" class="sr-only">Enter sends; Shift+Enter starts a new line.</span>
       <button type="submit">Send</button>
     </form>
   );
@@ -266,7 +267,7 @@ export function ChatView({ id, focusSeq }: { id: string; focusSeq?: number }) {
       <header class="chat-head">
         <a href={href(["chats"])} class="back" aria-label="Back to conversations">‹</a>
         <h2 id="chat-title">{other && <PresenceDot userId={other} />} {store.title(c)}</h2>
-        {c.kind === "group" && <span class="muted">{c.member_ids.length} members</span>}
+        {c.kind === "group" && <span class="muted">{c.member_ids.length} {c.member_ids.length === 1 ? "member" : "members"}</span>}
         <form class="search inline" role="search" onSubmit={(e) => { e.preventDefault(); if (q.trim()) navigate(["search"], { q: q.trim(), c: id }); }}>
           <label for="chat-search" class="sr-only">Search in this conversation</label>
           <input id="chat-search" type="search" placeholder="Search here" value={q} onInput={(e) => setQ((e.currentTarget as HTMLInputElement).value)} />
