@@ -30,7 +30,7 @@ CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
 # A CJK font too (5 MB), so Chinese text renders in the screenshots instead of boxes.
 PACKAGES=()
 [ -x "$CHROMIUM" ] || PACKAGES+=(chromium)
-fc-list 2>/dev/null | grep -qi "wqy\|noto sans cjk" || PACKAGES+=(fonts-wqy-microhei)
+fc-list 2>/dev/null | grep -i "wqy\|noto sans cjk" >/dev/null || PACKAGES+=(fonts-wqy-microhei)
 if [ ${#PACKAGES[@]} -gt 0 ]; then
   say "installing ${PACKAGES[*]} (Debian packages)"
   SUDO=""
@@ -38,7 +38,7 @@ if [ ${#PACKAGES[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${PACKAGES[@]}" >/dev/null
 fi
-"$CHROMIUM" --version
+"$CHROMIUM" --version 2>/dev/null
 
 PROFILE=${BEEHIVE_PROFILE:-dev}
 say "building beehive ($PROFILE)"
