@@ -97,7 +97,7 @@ say "beehive at $HTTP"
 SHOT=()
 [ -n "$UPDATE_SCREENSHOT" ] && SHOT=(--screenshot "$PWD/docs/console.png")
 say "browser test (headless Chromium)"
-(cd console && node e2e/console.e2e.mjs --url "$HTTP" --out "$WORK/results" --chromium "$CHROMIUM" "${SHOT[@]}")
+(cd console && node e2e/console.e2e.mjs --url "$HTTP" --out "$WORK/results" --chromium "$CHROMIUM" --log "$WORK/beehive.log" "${SHOT[@]}")
 
 if grep -q 'panicked' "$WORK/beehive.log"; then
   grep -m5 'panicked' "$WORK/beehive.log" >&2

@@ -8,7 +8,7 @@
 //   node e2e/console.e2e.mjs --url http://127.0.0.1:8080 [--out test-results] [--screenshot docs/console.png]
 
 import { chromium } from "playwright-core";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { deflateSync } from "node:zlib";
 import { parseArgs } from "node:util";
 
@@ -19,6 +19,7 @@ const { values: args } = parseArgs({
     screenshot: { type: "string" },
     chromium: { type: "string", default: process.env.CHROMIUM ?? "/usr/bin/chromium" },
     timeout: { type: "string", default: "15000" },
+    log: { type: "string" }, // the server's log: email codes are read from it
   },
 });
 const BASE = args.url.replace(/\/+$/, "");
@@ -249,8 +250,41 @@ async function scenario(browser) {
   const c = C.page;
   let group = "";
 
+  await step("sign up with an email: a wrong code is refused, the logged code works", async () => {
+    if (!args.log) {
+      await signUp(c, names.c);
+      log("     (no --log: signed up without an email)");
+      return;
+    }
+    const email = `${names.c}@example.com`;
+    await c.goto(`${BASE}/#/signup`);
+    await c.getByLabel("Username", { exact: true }).fill(names.c);
+    await c.getByLabel("Password", { exact: true }).fill(PASSWORD);
+    await c.getByLabel("Email (optional)").fill(email);
+    await c.getByRole("button", { name: "Send code" }).click();
+    await c.getByText(`A 6-digit code was sent to ${email}`).waitFor();
+    // the dev mail sink writes one log line with the address and the code
+    let code = null;
+    const deadline = Date.now() + 10_000;
+    while (!code) {
+      for (const line of readFileSync(args.log, "utf8").split("\n")) {
+        if (line.includes(email)) code = line.match(/"code":"(\d{6})"/)?.[1] ?? code;
+      }
+      if (!code) {
+        assert(Date.now() < deadline, `no code for ${email} in ${args.log}`);
+        await c.waitForTimeout(100); // polling a file, not the page
+      }
+    }
+    const wrong = String((Number(code) + 1) % 1_000_000).padStart(6, "0");
+    await c.getByLabel("Code", { exact: true }).fill(wrong);
+    await c.getByRole("button", { name: "Sign up" }).click();
+    await c.getByRole("alert").filter({ hasText: "the verification code is wrong or expired" }).waitFor();
+    await c.getByLabel("Code", { exact: true }).fill(code);
+    await c.getByRole("button", { name: "Sign up" }).click();
+    await me(c).getByText(`@${names.c}`, { exact: true }).waitFor();
+  });
+
   await step("a group with a third user: create, live arrival, rename", async () => {
-    await signUp(c, names.c);
     await a.getByRole("link", { name: "New group" }).click();
     await a.getByLabel("Group name").fill("Hive 蜂巢");
     await a.getByLabel(names.b, { exact: false }).check();
@@ -374,6 +408,18 @@ async function scenario(browser) {
     delete pages["alice-2"];
   });
 
+  await step("group membership: a member leaves, the owner removes another", async () => {
+    await b.goto(`${BASE}/#/c/${group}/settings`);
+    await b.getByRole("button", { name: "Leave the group…" }).click();
+    await b.getByRole("button", { name: /^Yes, leave/ }).click();
+    await b.waitForURL(/#\/chats/);
+    await b.locator(`[data-conversation="${group}"]`).waitFor({ state: "detached" });
+    await a.goto(`${BASE}/#/c/${group}/settings`);
+    await a.getByRole("heading", { name: "Members (2)" }).waitFor();
+    await a.getByRole("button", { name: `Remove ${names.c}` }).click();
+    await a.getByRole("heading", { name: "Members (1)" }).waitFor();
+  });
+
   const options = await a.request.fetch(`${BASE}/api/v1/files/uploads`, { method: "OPTIONS", headers: { "Tus-Resumable": "1.0.0" } });
   if (options.status() === 204 && options.headers()["tus-version"]) {
     await step("send an image over tus, see the thumbnail, open it full size", async () => {
@@ -397,6 +443,21 @@ async function scenario(browser) {
     });
     skip("send an image over tus, see the thumbnail, open it full size", `the gateway has no file endpoints yet (OPTIONS /api/v1/files/uploads answered ${options.status()}); the files branch has not landed`);
   }
+
+  await step("friend requests can be rejected and friends removed", async () => {
+    await b.goto(`${BASE}/#/friends`);
+    await c.goto(`${BASE}/#/friends`);
+    await c.getByLabel("Find people by username or nickname").fill(names.b);
+    await c.getByRole("button", { name: "Find people" }).click();
+    await c.getByRole("button", { name: `Add ${names.b}` }).click();
+    const incoming = b.getByTestId("incoming-requests").locator("li", { hasText: names.c });
+    await incoming.getByRole("button", { name: "Reject" }).click();
+    await incoming.waitFor({ state: "detached" });
+    await a.goto(`${BASE}/#/friends`);
+    const bob = a.getByTestId("friends").locator("li", { hasText: names.b });
+    await bob.getByRole("button", { name: "Remove" }).click();
+    await bob.waitFor({ state: "detached" });
+  });
 
   await step("a password change elsewhere revokes the session: the page says so", async () => {
     const login = await a.request.post(`${BASE}/api/v1/auth/login`, { data: { login: names.b, password: PASSWORD } });
