@@ -2,8 +2,10 @@
 # The console's tests: the SDK's unit tests (vitest), then the browser test
 # (console/e2e/console.e2e.mjs) in headless Chromium against a live `beehive serve all`
 # with its own database and Redis/RabbitMQ prefix on the machine's PostgreSQL, Redis
-# and RabbitMQ. Installs what it needs: Node.js (when missing or too old), the npm
-# packages, Debian's `chromium` package.
+# and RabbitMQ. Access tokens live 10 s there, so the console refreshes them (and
+# rotates the refresh token, shared by tabs) several times during the run.
+# Installs what it needs: Node.js (when missing or too old), the npm packages,
+# Debian's `chromium` package and a CJK font.
 #   scripts/test-console.sh [--update-screenshot]
 # --update-screenshot writes the README's screenshot (docs/console.png).
 # On failure, screenshots and the server log stay in the printed directory.
@@ -72,6 +74,7 @@ env BEEHIVE_DATABASE_URL="$DB_URL" \
   BEEHIVE_REDIS_URL="${BEEHIVE_TEST_REDIS_URL:-redis://127.0.0.1:6379}" \
   BEEHIVE_AMQP_URL="${BEEHIVE_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}" \
   BEEHIVE_INSTALLATION="$RUN_ID" BEEHIVE_INSTANCE_ID="$RUN_ID" \
+  BEEHIVE_ACCESS_TOKEN_TTL=10s \
   BEEHIVE_HTTP_ADDR=127.0.0.1:0 BEEHIVE_ADMIN_ADDR=127.0.0.1:0 \
   BEEHIVE_AUTH_LISTEN=127.0.0.1:0 BEEHIVE_USER_LISTEN=127.0.0.1:0 BEEHIVE_SOCIAL_LISTEN=127.0.0.1:0 \
   BEEHIVE_MESSAGE_LISTEN=127.0.0.1:0 BEEHIVE_PRESENCE_LISTEN=127.0.0.1:0 \

@@ -202,9 +202,12 @@ async function scenario(browser) {
     assert(unknown.status() === 404, "unknown paths stay 404");
   });
 
+  let firstRefreshToken = "";
   await step("two users sign up", async () => {
     await signUp(a, names.a);
     await signUp(b, names.b);
+    firstRefreshToken = await a.evaluate(() => JSON.parse(localStorage.getItem("beehive.tokens") ?? "{}").refresh_token);
+    assert(firstRefreshToken, "tokens are kept in localStorage");
   });
 
   await step("friend request sent, received live and accepted; presence shows online", async () => {
@@ -369,6 +372,22 @@ async function scenario(browser) {
     await status(a, "missed 3", ["read"]);
   });
 
+  await step("two tabs of one user behave as two devices", async () => {
+    const a2 = await A.context.newPage();
+    a2.on("pageerror", (e) => problems.push(`alice tab 2: uncaught ${e.message}`));
+    pages["alice-tab2"] = a2;
+    await a2.goto(`${BASE}/#/c/${direct}`);
+    await msg(a2, "missed 3").waitFor();
+    await a2.locator('[data-connection="open"]').waitFor({ state: "attached" });
+    await sendText(a, "sent from tab one");
+    await msg(a2, "sent from tab one").and(a2.locator("[data-seq]")).waitFor();
+    await sendText(a2, "sent from tab two");
+    await msg(a, "sent from tab two").and(a.locator("[data-seq]")).waitFor();
+    await count(msg(b, "sent from tab two"), 1, "bob gets the second tab's message once");
+    await a2.close();
+    delete pages["alice-tab2"];
+  });
+
   if (args.screenshot) {
     await step("screenshot for the README", async () => {
       await a.goto(`${BASE}/#/c/${direct}`);
@@ -472,6 +491,16 @@ async function scenario(browser) {
     await b.getByText("Your password was changed on another device.").waitFor();
     await b.getByRole("button", { name: "Sign in again" }).click();
     await b.getByRole("heading", { name: "Sign in" }).waitFor();
+  });
+
+  await step("the access token was refreshed in the background and the session survives a reload", async () => {
+    const tokens = await a.evaluate(() => JSON.parse(localStorage.getItem("beehive.tokens") ?? "{}"));
+    const lifetime = (tokens.expires_at - tokens.issued_at) / 1000;
+    // with a short BEEHIVE_ACCESS_TOKEN_TTL (scripts/test-console.sh sets 10s) the run outlives several tokens
+    if (lifetime <= 30) assert(tokens.refresh_token !== firstRefreshToken, "the refresh token was rotated");
+    await a.reload();
+    await me(a).getByText(`@${names.a}`, { exact: true }).waitFor();
+    await a.locator('[data-connection="open"]').waitFor({ state: "attached" });
   });
 
   await step("sign out", async () => {
