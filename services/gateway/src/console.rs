@@ -125,20 +125,20 @@ async fn asset(dir: &ConsoleDir, file: &str, headers: &HeaderMap) -> Response {
     }
 }
 
-/// `/` without a built console: how to get one, never an error page.
+/// `/` without a built console: how to get one, never an error page. The places
+/// looked in go to the log, not to anonymous visitors.
 fn not_built(dir: &ConsoleDir) -> Response {
     let looked: Vec<String> = dir
         .candidates
         .iter()
-        .map(|p| format!("  {}", p.display()))
+        .map(|p| p.display().to_string())
         .collect();
-    let text = format!(
-        "Beehive is running, but its web console is not built.\n\n\
-         Build it (Node.js 20.19 or newer):\n\n  cd console && npm ci && npm run build\n\n\
-         or point BEEHIVE_CONSOLE_DIR at a built console directory. Looked in:\n{}\n\n\
-         The REST API is under /api/v1 (GET /api/v1/openapi.json), the WebSocket at /ws.\n",
-        looked.join("\n")
-    );
+    tracing::warn!(looked_in = ?looked, "GET / but no built console (index.html) was found");
+    let text = "Beehive is running, but its web console is not built.\n\n\
+         Build it (Node.js 20.19 or newer) in the source tree:\n\n  cd console && npm ci && npm run build\n\n\
+         and start the gateway from the source tree, or point BEEHIVE_CONSOLE_DIR at the\n\
+         built directory (console/dist).\n\n\
+         The REST API is under /api/v1 (GET /api/v1/openapi.json), the WebSocket at /ws.\n";
     let mut response = (StatusCode::NOT_FOUND, text).into_response();
     let h = response.headers_mut();
     h.insert(
@@ -357,6 +357,10 @@ mod tests {
         assert_eq!(h[header::CONTENT_TYPE], "text/plain; charset=utf-8");
         assert!(body.contains("npm ci && npm run build"), "{body}");
         assert!(body.contains("BEEHIVE_CONSOLE_DIR"), "{body}");
+        assert!(
+            !body.contains(&*dir.0.to_string_lossy()),
+            "paths stay in the log: {body}"
+        );
         let (status, _, _) = get(&app, "/assets/index-AbC123.js").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
     }
