@@ -198,6 +198,7 @@ async function scenario(browser) {
     const asset = await a.evaluate(() => document.querySelector("script[type=module]")?.getAttribute("src"));
     const r = await a.request.get(`${BASE}${asset}`);
     assert(r.headers()["cache-control"] === "public, max-age=31536000, immutable", `asset cache-control ${r.headers()["cache-control"]}`);
+    assert(r.headers()["content-encoding"] === "gzip", `the script is sent gzipped (${r.headers()["content-encoding"]})`);
     const unknown = await a.request.get(`${BASE}/no-such-page`);
     assert(unknown.status() === 404, "unknown paths stay 404");
   });

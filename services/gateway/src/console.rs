@@ -6,7 +6,8 @@
 //! The page gets a strict Content-Security-Policy (scripts, styles and connections to
 //! this origin only; images also from `blob:`/`data:`), `nosniff`, and no framing.
 //! Hashed assets are cached for a year as immutable; `index.html` is revalidated on
-//! every load so a new build shows at once. Without a built console, `/` answers a
+//! every load so a new build shows at once; a `<file>.gz` written beside an asset by the
+//! build is sent to clients accepting gzip. Without a built console, `/` answers a
 //! short page saying how to build it. The directory is looked up per request, so a
 //! console built after the gateway started is served without a restart.
 
@@ -107,14 +108,39 @@ async fn asset(dir: &ConsoleDir, file: &str, headers: &HeaderMap) -> Response {
     let Some(root) = dir.resolve() else {
         return Error::NotFound("the console is not built".to_owned()).into_response();
     };
-    match tokio::fs::read(root.join(ASSETS).join(file)).await {
-        Ok(bytes) => page(
-            StatusCode::OK,
-            content_type(file),
-            IMMUTABLE,
-            bytes,
-            headers,
-        ),
+    let path = root.join(ASSETS).join(file);
+    // The build writes `<file>.gz` beside large text assets (console/scripts/precompress.mjs).
+    if accepts_gzip(headers) {
+        let mut gz = path.clone().into_os_string();
+        gz.push(".gz");
+        if let Ok(bytes) = tokio::fs::read(&gz).await {
+            let mut response = page(
+                StatusCode::OK,
+                content_type(file),
+                IMMUTABLE,
+                bytes,
+                headers,
+            );
+            let h = response.headers_mut();
+            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+            return response;
+        }
+    }
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => {
+            let mut response = page(
+                StatusCode::OK,
+                content_type(file),
+                IMMUTABLE,
+                bytes,
+                headers,
+            );
+            response
+                .headers_mut()
+                .insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+            response
+        }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             Error::NotFound("no such asset".to_owned()).into_response()
         }
@@ -195,6 +221,26 @@ pub fn content_security_policy(request: &HeaderMap) -> String {
          media-src 'self' blob:; font-src 'self'; connect-src 'self'{ws}; object-src 'none'; \
          base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
     )
+}
+
+/// Whether `Accept-Encoding` admits gzip (`gzip` or `*`, without `q=0`).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or_default().trim();
+            let refused = parts.any(|p| {
+                let p = p.trim();
+                p.strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+        })
 }
 
 /// A Host header safe to repeat in a policy: `name`, `name:port`, `[v6]:port`.
@@ -323,6 +369,47 @@ mod tests {
         assert_eq!(h[header::CONTENT_TYPE], "text/javascript; charset=utf-8");
         assert_eq!(h[header::CACHE_CONTROL], IMMUTABLE);
         assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    }
+
+    #[tokio::test]
+    async fn precompressed_assets_go_to_clients_that_accept_gzip() {
+        let (dir, app) = built();
+        std::fs::write(dir.0.join(ASSETS).join("index-AbC123.js.gz"), b"\x1f\x8bgz")
+            .expect("write");
+        let request = |encoding: Option<&str>| {
+            let mut r = Request::get("/assets/index-AbC123.js");
+            if let Some(e) = encoding {
+                r = r.header(header::ACCEPT_ENCODING, e);
+            }
+            r.body(Body::empty()).expect("request")
+        };
+        let gz = app
+            .clone()
+            .oneshot(request(Some("br, gzip;q=0.8")))
+            .await
+            .expect("response");
+        assert_eq!(gz.headers()[header::CONTENT_ENCODING], "gzip");
+        assert_eq!(
+            gz.headers()[header::CONTENT_TYPE],
+            "text/javascript; charset=utf-8"
+        );
+        assert_eq!(gz.headers()[header::VARY], "accept-encoding");
+        let body = gz.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(&body[..], b"\x1f\x8bgz");
+        for refused in [None, Some("identity"), Some("gzip;q=0"), Some("br")] {
+            let plain = app
+                .clone()
+                .oneshot(request(refused))
+                .await
+                .expect("response");
+            assert!(
+                plain.headers().get(header::CONTENT_ENCODING).is_none(),
+                "{refused:?}"
+            );
+            assert_eq!(plain.headers()[header::VARY], "accept-encoding");
+            let body = plain.into_body().collect().await.expect("body").to_bytes();
+            assert_eq!(&body[..], b"console.log(1)", "{refused:?}");
+        }
     }
 
     #[tokio::test]
