@@ -353,18 +353,22 @@ async function scenario(browser) {
     await a.getByRole("heading", { name: /in Hive 蜂巢/ }).waitFor();
   });
 
-  await step("offline: missed messages arrive after the reconnect, exactly once", async () => {
+  await step("offline: presence goes grey, missed messages arrive after the reconnect, exactly once", async () => {
     await b.goto(`${BASE}/#/c/${direct}`);
     await msg(b, "hello bob 1").waitFor();
     await b.locator('[data-connection="open"]').waitFor({ state: "attached" });
+    await a.goto(`${BASE}/#/c/${direct}`);
+    await a.locator('#chat-title [data-presence="online"]').waitFor();
     await B.context.setOffline(true);
     await b.getByText("Offline: waiting for the network…").waitFor();
-    await a.goto(`${BASE}/#/c/${direct}`);
+    // presence changes live: bob's only device went away
+    await a.locator('#chat-title [data-presence="offline"]').waitFor();
     for (const n of [1, 2, 3]) await sendText(a, `missed ${n}`);
     for (const n of [1, 2, 3]) await status(a, `missed ${n}`, ["stored"]);
     assert((await msg(b, "missed").count()) === 0, "bob got messages while offline");
     await B.context.setOffline(false);
     await b.getByText("Offline: waiting for the network…").waitFor({ state: "detached" });
+    await a.locator('#chat-title [data-presence="online"]').waitFor();
     for (const n of [1, 2, 3]) await count(msg(b, `missed ${n}`), 1, `"missed ${n}" on bob's page`);
     await count(msg(b, "hello bob 1"), 1, "earlier message not duplicated");
     await count(msg(b, "hi alice, 你好"), 1, "own earlier message not duplicated");
