@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Brings Beehive up on this machine and shows it working:
 #   1. makes sure PostgreSQL, Redis and RabbitMQ run (scripts/infra.sh),
-#   2. builds the `beehive` binary,
+#   2. builds the `beehive` binary and the web console (console/dist; brings Node.js
+#      when it is missing or too old),
 #   3. starts `beehive serve all` in the background (gateway on http://localhost:8080,
 #      admin on :9090; logs in .beehive/beehive.log),
 #   4. runs a scripted demo of two users (scripts/demo.py),
-# and leaves Beehive running. `scripts/run-local.sh stop` stops it.
+# and leaves Beehive running, with the console at http://localhost:8080/.
+# `scripts/run-local.sh stop` stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STATE=.beehive
@@ -46,6 +48,12 @@ PROFILE_DIR=$PROFILE
 [ "$PROFILE" = "dev" ] && PROFILE_DIR=debug
 BIN="$TARGET_DIR/$PROFILE_DIR/beehive"
 
+# shellcheck source=scripts/console-build.sh
+. scripts/console-build.sh
+if ! (build_console); then
+  echo "the web console could not be built; Beehive runs without it (see the messages above)" >&2
+fi
+
 stop
 if (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null; then
   echo "port 8080 is taken by another program; stop it or set BEEHIVE_HTTP_ADDR" >&2
@@ -55,6 +63,7 @@ fi
 say "starting beehive serve all (log: $LOG)"
 BEEHIVE_LOG_FORMAT=${BEEHIVE_LOG_FORMAT:-text} NO_COLOR=1 \
   BEEHIVE_SEARCH_INDEX_DIR=${BEEHIVE_SEARCH_INDEX_DIR:-$STATE/search-index} \
+  BEEHIVE_CONSOLE_DIR=${BEEHIVE_CONSOLE_DIR:-$PWD/console/dist} \
   nohup "$BIN" serve all --addr-file "$STATE/addresses.json" >"$LOG" 2>&1 &
 echo $! >"$PIDFILE"
 
@@ -74,7 +83,8 @@ curl -fsS http://127.0.0.1:9090/readyz >/dev/null || { echo "beehive did not bec
 say "running the demo"
 python3 scripts/demo.py --url http://localhost:8080 --log "$LOG"
 
-say "Beehive is running on http://localhost:8080 (admin http://localhost:9090, pid $(cat "$PIDFILE"))"
+say "Beehive is running: open http://localhost:8080/ (admin http://localhost:9090, pid $(cat "$PIDFILE"))"
+echo "    console:      http://localhost:8080/"
 echo "    API document: http://localhost:8080/api/v1/openapi.json"
 echo "    logs:         $LOG"
 echo "    stop:         scripts/run-local.sh stop"

@@ -3,7 +3,9 @@
 # PostgreSQL, Redis and RabbitMQ (scripts/infra.sh), the Rust toolchain if absent,
 # and the Python tools of the abuse and operator checks (installed on first use under
 # ~/.cache/beehive-tools). Order: format, clippy, cargo tests (unit, integration,
-# end-to-end, authorization matrix), fault tests, abuse tests, operator manifests.
+# end-to-end, authorization matrix), fault tests, abuse tests, the web console (SDK
+# unit tests, browser test in headless Chromium; brings Node.js and Debian's chromium),
+# operator manifests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +37,9 @@ scripts/fault-test.sh --short
 
 step "abuse tests (randomized frames against a live gateway, schemathesis over the OpenAPI document)"
 scripts/abuse-test.sh
+
+step "web console (SDK unit tests; browser test: two users, friends, chat, group, search, offline, in headless Chromium)"
+scripts/test-console.sh
 
 if [ -x scripts/test-operator.sh ]; then
   step "operator manifests (helm lint/template, kubernetes-validate, CRD schema)"

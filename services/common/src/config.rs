@@ -128,6 +128,7 @@ pub const ENV_KEYS: &[&str] = &[
     "BEEHIVE_WS_IDLE_TIMEOUT",
     "BEEHIVE_GATEWAY_DRAIN_WINDOW",
     "BEEHIVE_PRESENCE_TTL",
+    "BEEHIVE_CONSOLE_DIR",
     "BEEHIVE_AUTH_ADDR",
     "BEEHIVE_AUTH_LISTEN",
     "BEEHIVE_USER_ADDR",
@@ -340,6 +341,9 @@ pub struct Settings {
     /// How long a connection counts as online after its last registration or
     /// heartbeat (presence; gateways learn it from the heartbeat answer).
     pub presence_ttl: Duration,
+    /// The built web console the gateway serves at `/` (`console/dist`); unset: looked
+    /// up next to the working directory and the binary.
+    pub console_dir: Option<PathBuf>,
     /// Where each component listens for gRPC (port 0: any free port, for tests).
     listen: BTreeMap<Component, SocketAddr>,
     /// Where clients reach each component.
@@ -542,6 +546,7 @@ impl Settings {
             ws_idle_timeout: duration("BEEHIVE_WS_IDLE_TIMEOUT", "60s")?,
             gateway_drain_window: duration("BEEHIVE_GATEWAY_DRAIN_WINDOW", "30s")?,
             presence_ttl: duration("BEEHIVE_PRESENCE_TTL", "30s")?,
+            console_dir: get("BEEHIVE_CONSOLE_DIR").map(PathBuf::from),
             listen,
             addrs,
         };
@@ -966,6 +971,11 @@ pub const SETTINGS_DOC: &[SettingDoc] = &[
         "BEEHIVE_PRESENCE_TTL",
         "30s",
         "How long a connection counts as online after its last heartbeat (presence).",
+    ),
+    doc(
+        "BEEHIVE_CONSOLE_DIR",
+        "(console/dist)",
+        "The built web console served at / by the gateway; unset: console/dist under the working directory or above the binary.",
     ),
     doc(
         "BEEHIVE_AUTH_ADDR",

@@ -22,6 +22,9 @@ pub struct GatewayConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// Origins allowed cross-origin access (`BEEHIVE_CORS_ORIGINS`; `*` for any).
     pub cors_origins: Vec<String>,
+    /// The built web console's directory (`BEEHIVE_CONSOLE_DIR`); `None` looks in
+    /// the default places (see [`crate::console::ConsoleDir`]).
+    pub console_dir: Option<std::path::PathBuf>,
     /// The WebSocket side's tunables.
     pub ws: WsConfig,
 }
@@ -35,6 +38,7 @@ impl GatewayConfig {
             rate_limits: settings.rate_limits,
             trusted_proxies: settings.trusted_proxies.clone(),
             cors_origins: settings.cors_origins.clone(),
+            console_dir: settings.console_dir.clone(),
             ws: WsConfig::from_settings(settings),
         }
     }
@@ -139,5 +143,19 @@ mod tests {
         let at_once =
             GatewayConfig::from_settings(&settings(&[("BEEHIVE_GATEWAY_DRAIN_WINDOW", "0s")]));
         assert_eq!(at_once.ws.drain_window, Duration::ZERO);
+    }
+
+    #[test]
+    fn console_dir_comes_from_the_setting() {
+        assert_eq!(
+            GatewayConfig::from_settings(&settings(&[])).console_dir,
+            None
+        );
+        let set =
+            GatewayConfig::from_settings(&settings(&[("BEEHIVE_CONSOLE_DIR", "/srv/console")]));
+        assert_eq!(
+            set.console_dir,
+            Some(std::path::PathBuf::from("/srv/console"))
+        );
     }
 }

@@ -12,7 +12,8 @@
 //! - [`hub`]: live sockets, their outboxes and registration; an event sink;
 //! - [`push`]: the event consumer, RabbitMQ into any event sink;
 //! - [`rest`] and [`ws`]: the two transports, thin adapters over [`app`];
-//! - [`auth`], [`http`], [`ratelimit`], [`state`], [`config`]: the HTTP plumbing.
+//! - [`auth`], [`http`], [`ratelimit`], [`state`], [`config`]: the HTTP plumbing;
+//! - [`console`]: the built web console at `/`.
 //!
 //! Only this root wires the hub to the consumer: neither knows the other.
 
@@ -20,6 +21,7 @@ pub mod app;
 pub mod auth;
 pub mod clients;
 pub mod config;
+pub mod console;
 pub mod http;
 pub mod hub;
 pub mod push;
@@ -183,8 +185,10 @@ pub fn app(state: AppState, readiness: Vec<ReadinessCheck>) -> Router {
     let mut ready = Readiness::new();
     ready.extend(readiness);
     let cors = rest::cors_layer(&state.config.cors_origins);
+    let console = console::routes(console::ConsoleDir::new(state.config.console_dir.clone()));
     rest::router()
         .merge(ws::routes())
+        .merge(console)
         .merge(beehive_common::admin::health_routes(ready))
         .fallback(http::not_found)
         // Must come after every route: it applies to the routes registered so far.
