@@ -389,6 +389,9 @@ async function scenario(browser) {
     await sendText(a2, "sent from tab two");
     await msg(a, "sent from tab two").and(a.locator("[data-seq]")).waitFor();
     await count(msg(b, "sent from tab two"), 1, "bob gets the second tab's message once");
+    // bob has the chat open: both tabs see his read receipt
+    await status(a, "sent from tab two", ["read"]);
+    await status(a2, "sent from tab two", ["read"]);
     await a2.close();
     delete pages["alice-tab2"];
   });
