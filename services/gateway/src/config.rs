@@ -22,6 +22,11 @@ pub struct GatewayConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// Origins allowed cross-origin access (`BEEHIVE_CORS_ORIGINS`; `*` for any).
     pub cors_origins: Vec<String>,
+    /// Largest file accepted (`BEEHIVE_FILE_MAX_SIZE`): a tus creation over it is 413
+    /// before anything else.
+    pub file_max_size: u64,
+    /// A PATCH body silent this long ends the PATCH with what arrived.
+    pub upload_idle_timeout: Duration,
     /// The WebSocket side's tunables.
     pub ws: WsConfig,
 }
@@ -35,6 +40,8 @@ impl GatewayConfig {
             rate_limits: settings.rate_limits,
             trusted_proxies: settings.trusted_proxies.clone(),
             cors_origins: settings.cors_origins.clone(),
+            file_max_size: settings.file_max_size,
+            upload_idle_timeout: Duration::from_secs(60),
             ws: WsConfig::from_settings(settings),
         }
     }
