@@ -179,11 +179,14 @@ pub async fn create(
     {
         return tus(Err(error));
     }
+    let claims = match auth {
+        Ok(AuthUser(claims)) => claims,
+        Err(error) => return tus(Err(error)),
+    };
     if let Some(response) = reject_tus(&headers) {
         return response;
     }
     tus(async {
-        let AuthUser(claims) = auth?;
         if headers.contains_key(&UPLOAD_DEFER_LENGTH) {
             return Err(Error::invalid(
                 "upload_defer_length",
@@ -222,11 +225,14 @@ pub async fn head_upload(
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Response {
+    let claims = match auth {
+        Ok(AuthUser(claims)) => claims,
+        Err(error) => return tus(Err(error)),
+    };
     if let Some(response) = reject_tus(&headers) {
         return response;
     }
     tus(async {
-        let AuthUser(claims) = auth?;
         let upload_id = core::upload_id(&id)?;
         let state_of = state
             .clients
@@ -271,13 +277,13 @@ pub async fn patch_upload(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Some(response) = reject_tus(&headers) {
-        return response;
-    }
     let claims = match auth {
         Ok(AuthUser(claims)) => claims,
         Err(error) => return tus(Err(error)),
     };
+    if let Some(response) = reject_tus(&headers) {
+        return response;
+    }
     let content_type = header_str(&headers, &header::CONTENT_TYPE)
         .and_then(|v| v.split(';').next())
         .map(|v| v.trim().to_ascii_lowercase());
@@ -321,11 +327,14 @@ pub async fn delete_upload(
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Response {
+    let claims = match auth {
+        Ok(AuthUser(claims)) => claims,
+        Err(error) => return tus(Err(error)),
+    };
     if let Some(response) = reject_tus(&headers) {
         return response;
     }
     tus(async {
-        let AuthUser(claims) = auth?;
         let upload_id = core::upload_id(&id)?;
         state
             .clients
