@@ -27,6 +27,18 @@ cargo fmt --all -- --check
 step "clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "file test tools: moto (a real S3-compatible server) and tuspy (a tus client written by others)"
+# The file tests start moto_server themselves on a free port (or use
+# BEEHIVE_TEST_S3_URL), and run tests/files/tus_client.py with this virtualenv's Python.
+TOOLS=${BEEHIVE_TOOLS_DIR:-$HOME/.cache/beehive-tools}
+FILES_VENV=$TOOLS/files
+if ! "$FILES_VENV/bin/python" -c 'import moto, tusclient' 2>/dev/null; then
+  python3 -m venv "$FILES_VENV"
+  "$FILES_VENV/bin/pip" install -q 'moto[server]==5.2.5' 'tuspy==1.1.0'
+fi
+export PATH="$FILES_VENV/bin:$PATH"
+export BEEHIVE_TEST_PYTHON="$FILES_VENV/bin/python"
+
 step "tests (unit, integration against real PostgreSQL/Redis/RabbitMQ, end-to-end)"
 # Tests isolate themselves (own database, own Redis/RabbitMQ prefix), so they run in
 # parallel; a few threads per test binary keep 2-core machines responsive.

@@ -66,8 +66,7 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
     parse_duration(text).ok_or_else(|| format!("{text:?} is not a duration such as 300s or 10m"))
 }
 
-/// Every component this build contains. file arrives in a later release; `serve file`
-/// reports that instead of starting a fake.
+/// Every component this build contains.
 fn registry() -> Registry {
     Registry::new()
         .with(
@@ -94,6 +93,11 @@ fn registry() -> Registry {
             Component::Search,
             |ctx, listener| Box::pin(async move { beehive_search::bind(&ctx, listener).await }),
             None,
+        )
+        .with(
+            Component::File,
+            |ctx, listener| Box::pin(async move { beehive_file::bind(&ctx, listener).await }),
+            Some(&beehive_file::MIGRATOR),
         )
         .with(
             Component::Presence,

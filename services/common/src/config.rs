@@ -122,6 +122,9 @@ pub const ENV_KEYS: &[&str] = &[
     "BEEHIVE_SEARCH_COMMIT_INTERVAL",
     "BEEHIVE_FILE_STORAGE_DIR",
     "BEEHIVE_FILE_S3_URL",
+    "BEEHIVE_FILE_MAX_SIZE",
+    "BEEHIVE_FILE_UPLOAD_EXPIRY",
+    "BEEHIVE_FILE_GC_GRACE",
     "BEEHIVE_GRPC_TIMEOUT",
     "BEEHIVE_GRPC_CONCURRENCY",
     "BEEHIVE_DNS_REFRESH",
@@ -327,6 +330,14 @@ pub struct Settings {
     pub search_commit_interval: Duration,
     pub file_storage_dir: PathBuf,
     pub file_s3_url: Option<SecretUrl>,
+    /// Largest file accepted, in bytes (uploads and instant uploads).
+    pub file_max_size: u64,
+    /// An unfinished upload is forgotten (and its bytes removed) this long after its
+    /// creation.
+    pub file_upload_expiry: Duration,
+    /// Content no file references any more, and expired uploads, are removed this long
+    /// after (so a concurrent instant upload or a late resume is never cut short).
+    pub file_gc_grace: Duration,
     /// Deadline of every gRPC call.
     pub grpc_timeout: Duration,
     /// In-flight gRPC requests per server (beyond: `unavailable`) and per client.
@@ -540,6 +551,19 @@ impl Settings {
             search_commit_interval: duration("BEEHIVE_SEARCH_COMMIT_INTERVAL", "500ms")?,
             file_storage_dir: PathBuf::from(string("BEEHIVE_FILE_STORAGE_DIR", "./data/files")),
             file_s3_url: get("BEEHIVE_FILE_S3_URL").map(SecretUrl::new),
+            file_max_size: {
+                let value = get("BEEHIVE_FILE_MAX_SIZE").unwrap_or("100MiB");
+                parse_size(value)
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| ConfigError::Invalid {
+                        key: "BEEHIVE_FILE_MAX_SIZE".into(),
+                        message: format!(
+                            "{value:?} is not a size such as 104857600, 100MiB or 2GiB"
+                        ),
+                    })?
+            },
+            file_upload_expiry: duration("BEEHIVE_FILE_UPLOAD_EXPIRY", "24h")?,
+            file_gc_grace: duration("BEEHIVE_FILE_GC_GRACE", "1h")?,
             grpc_timeout: duration("BEEHIVE_GRPC_TIMEOUT", "10s")?,
             grpc_concurrency: number("BEEHIVE_GRPC_CONCURRENCY", 1024)? as usize,
             dns_refresh: duration("BEEHIVE_DNS_REFRESH", "10s")?,
@@ -605,6 +629,28 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         _ => return None,
     };
     Some(Duration::from_secs(seconds))
+}
+
+/// Parses a byte size: `1048576`, `512KiB`, `100MiB`, `2GiB` (also `KB`/`MB`/`GB` as
+/// powers of 1000).
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(factor)
 }
 
 fn parse_bool(text: &str) -> Option<bool> {
@@ -753,6 +799,28 @@ mod tests {
         assert!(shown.contains("postgres://app:***@db:5432/beehive"));
         assert_eq!(redact_url("redis://:pw@r:6379"), "redis://:***@r:6379");
         assert_eq!(redact_url("redis://r:6379"), "redis://r:6379");
+    }
+
+    #[test]
+    fn file_limits_parse_sizes_and_durations() {
+        let s = Settings::local_defaults();
+        assert_eq!(s.file_max_size, 100 << 20);
+        assert_eq!(s.file_upload_expiry, Duration::from_secs(86_400));
+        let (s, _) = Settings::from_map(&map(&[
+            ("BEEHIVE_FILE_MAX_SIZE", "2GiB"),
+            ("BEEHIVE_FILE_UPLOAD_EXPIRY", "30m"),
+        ]))
+        .expect("valid");
+        assert_eq!(s.file_max_size, 2 << 30);
+        assert_eq!(s.file_upload_expiry, Duration::from_secs(1800));
+        assert_eq!(parse_size("1048576"), Some(1 << 20));
+        assert_eq!(parse_size("5 KB"), Some(5000));
+        assert_eq!(parse_size("1TiB"), None);
+        assert_eq!(parse_size("99999999999999GiB"), None);
+        for bad in ["0", "lots", "-1MiB"] {
+            let error = Settings::from_map(&map(&[("BEEHIVE_FILE_MAX_SIZE", bad)])).expect_err(bad);
+            assert!(error.to_string().starts_with("BEEHIVE_FILE_MAX_SIZE"));
+        }
     }
 
     #[test]
@@ -940,7 +1008,22 @@ pub const SETTINGS_DOC: &[SettingDoc] = &[
     doc(
         "BEEHIVE_FILE_S3_URL",
         "(none)",
-        "S3-compatible bucket URL for files instead of the directory.",
+        "S3-compatible bucket for files instead of the directory: s3://KEY:SECRET@host[:port]/bucket (HTTPS) or s3+http://... (plain HTTP), optional ?region=; without KEY:SECRET the AWS_* environment variables are used.",
+    ),
+    doc(
+        "BEEHIVE_FILE_MAX_SIZE",
+        "100MiB",
+        "Largest file accepted (bytes, or KiB/MiB/GiB).",
+    ),
+    doc(
+        "BEEHIVE_FILE_UPLOAD_EXPIRY",
+        "24h",
+        "An unfinished upload expires this long after its creation (tus Upload-Expires).",
+    ),
+    doc(
+        "BEEHIVE_FILE_GC_GRACE",
+        "1h",
+        "Content no file references any more, and expired uploads, are deleted this long after.",
     ),
     doc(
         "BEEHIVE_GRPC_TIMEOUT",

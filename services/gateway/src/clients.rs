@@ -17,6 +17,7 @@ use beehive_common::grpc::{ClientChannel, ClientStack, Retry};
 use beehive_common::{Component, ComponentError, Error, Settings, Shutdown};
 use beehive_proto::v1 as pb;
 use beehive_proto::v1::auth_service_client::AuthServiceClient;
+use beehive_proto::v1::file_service_client::FileServiceClient;
 use beehive_proto::v1::message_service_client::MessageServiceClient;
 use beehive_proto::v1::presence_service_client::PresenceServiceClient;
 use beehive_proto::v1::search_service_client::SearchServiceClient;
@@ -24,6 +25,9 @@ use beehive_proto::v1::social_service_client::SocialServiceClient;
 use beehive_proto::v1::user_service_client::UserServiceClient;
 use futures::future::BoxFuture;
 use tonic::{Response, Status};
+
+/// Deadline of a streaming file call (one PATCH body, one download).
+pub const FILE_STREAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// One gRPC call in flight: the response message or the error in API.md's terms.
 pub type Call<T> = BoxFuture<'static, Result<T, Error>>;
@@ -39,6 +43,10 @@ pub struct Clients {
     message: MessageServiceClient<ClientChannel>,
     presence: PresenceServiceClient<ClientChannel>,
     search: SearchServiceClient<ClientChannel>,
+    file: FileServiceClient<ClientChannel>,
+    /// The file service for streaming calls (a PATCH body, a download): their
+    /// deadline is the stream timeout, not the one of ordinary calls.
+    file_stream: FileServiceClient<ClientChannel>,
     /// Retry budget shared by the idempotent calls of every handler and socket.
     retry: Retry,
 }
@@ -95,6 +103,16 @@ impl Clients {
             message: MessageServiceClient::new(channel(Component::Message)?),
             presence: PresenceServiceClient::new(channel(Component::Presence)?),
             search: SearchServiceClient::new(channel(Component::Search)?),
+            file: FileServiceClient::new(channel(Component::File)?),
+            file_stream: {
+                let mut streaming = settings.clone();
+                streaming.grpc_timeout = FILE_STREAM_TIMEOUT;
+                FileServiceClient::new(
+                    ClientStack::connect(Component::File, &streaming, shutdown)
+                        .map_err(|e| ComponentError::failed(Component::Gateway, e))?,
+                )
+                .max_decoding_message_size(4 << 20)
+            },
             retry: Retry::default(),
         })
     }
@@ -467,5 +485,77 @@ impl Clients {
             let mut search = search.clone();
             async move { search.search_messages(r).await }
         })
+    }
+
+    // --- file: creating files, uploads and writes are not idempotent; reads are.
+
+    pub fn check_file(&self, request: pb::CheckFileRequest) -> Call<pb::FileResponse> {
+        let mut file = self.file.clone();
+        once(request, move |r| async move { file.check_file(r).await })
+    }
+
+    pub fn create_upload(&self, request: pb::CreateUploadRequest) -> Call<pb::UploadResponse> {
+        let mut file = self.file.clone();
+        once(request, move |r| async move { file.create_upload(r).await })
+    }
+
+    pub fn get_upload(&self, request: pb::GetUploadRequest) -> Call<pb::UploadResponse> {
+        let file = self.file.clone();
+        retried(&self.retry, request, move |r| {
+            let mut file = file.clone();
+            async move { file.get_upload(r).await }
+        })
+    }
+
+    pub fn terminate_upload(
+        &self,
+        request: pb::GetUploadRequest,
+    ) -> Call<pb::TerminateUploadResponse> {
+        let mut file = self.file.clone();
+        once(
+            request,
+            move |r| async move { file.terminate_upload(r).await },
+        )
+    }
+
+    /// One PATCH: `first` (the header fields) and then the data messages of `rest`.
+    pub fn write_upload(
+        &self,
+        first: pb::WriteUploadRequest,
+        rest: impl futures::Stream<Item = pb::WriteUploadRequest> + Send + 'static,
+    ) -> Call<pb::UploadResponse> {
+        let mut file = self.file_stream.clone();
+        let stream = futures::StreamExt::chain(futures::stream::once(async move { first }), rest);
+        Box::pin(async move {
+            file.write_upload(stream)
+                .await
+                .map(Response::into_inner)
+                .map_err(|status| Error::from_status(&status))
+        })
+    }
+
+    pub fn get_file_meta(&self, request: pb::GetFileMetaRequest) -> Call<pb::FileResponse> {
+        let file = self.file.clone();
+        retried(&self.retry, request, move |r| {
+            let mut file = file.clone();
+            async move { file.get_file_meta(r).await }
+        })
+    }
+
+    /// Opens a download (or thumbnail) stream.
+    pub fn read_file(
+        &self,
+        request: pb::ReadFileRequest,
+    ) -> Call<tonic::Streaming<pb::ReadFileResponse>> {
+        let file = self.file_stream.clone();
+        retried(&self.retry, request, move |r| {
+            let mut file = file.clone();
+            async move { file.read_file(r).await }
+        })
+    }
+
+    pub fn delete_file(&self, request: pb::GetFileMetaRequest) -> Call<pb::DeleteFileResponse> {
+        let mut file = self.file.clone();
+        once(request, move |r| async move { file.delete_file(r).await })
     }
 }

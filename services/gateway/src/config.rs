@@ -25,6 +25,11 @@ pub struct GatewayConfig {
     /// The built web console's directory (`BEEHIVE_CONSOLE_DIR`); `None` looks in
     /// the default places (see [`crate::console::ConsoleDir`]).
     pub console_dir: Option<std::path::PathBuf>,
+    /// Largest file accepted (`BEEHIVE_FILE_MAX_SIZE`): a tus creation over it is 413
+    /// before anything else.
+    pub file_max_size: u64,
+    /// A PATCH body silent this long ends the PATCH with what arrived.
+    pub upload_idle_timeout: Duration,
     /// The WebSocket side's tunables.
     pub ws: WsConfig,
 }
@@ -39,6 +44,8 @@ impl GatewayConfig {
             trusted_proxies: settings.trusted_proxies.clone(),
             cors_origins: settings.cors_origins.clone(),
             console_dir: settings.console_dir.clone(),
+            file_max_size: settings.file_max_size,
+            upload_idle_timeout: Duration::from_secs(60),
             ws: WsConfig::from_settings(settings),
         }
     }

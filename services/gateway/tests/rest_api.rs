@@ -872,7 +872,7 @@ async fn openapi_lists_every_served_route() {
     let paths = doc["paths"].as_object().expect("paths");
     let mut documented = Vec::new();
     for (path, item) in paths {
-        for method in ["get", "post", "patch", "put", "delete"] {
+        for method in ["get", "post", "patch", "put", "delete", "head", "options"] {
             if item.get(method).is_some() {
                 documented.push((method.to_owned(), path.clone()));
             }

@@ -8,13 +8,14 @@ use beehive_common::Error;
 use beehive_common::id::parse_id;
 use beehive_proto::v1::message_service_server::MessageService as MessageRpc;
 use beehive_proto::v1::{
-    AddMembersRequest, ConversationResponse, CreateGroupRequest, FilterConversationPeersRequest,
-    FilterConversationPeersResponse, GetConversationRequest, ListConversationsRequest,
-    ListConversationsResponse, ListMembershipsRequest, ListMembershipsResponse,
-    ListMessagesRequest, ListMessagesResponse, ListReceiptsRequest, ListReceiptsResponse,
-    MarkRequest, MarkResponse, Membership, NotifyTypingRequest, NotifyTypingResponse, PageResponse,
-    RemoveMemberRequest, RemoveMemberResponse, SendMessageRequest, SendMessageResponse,
-    SyncRequest, SyncResponse, UpdateGroupRequest, list_messages_request, send_message_request,
+    AddMembersRequest, ConversationResponse, CreateGroupRequest, FileVisibleToRequest,
+    FileVisibleToResponse, FilterConversationPeersRequest, FilterConversationPeersResponse,
+    GetConversationRequest, ListConversationsRequest, ListConversationsResponse,
+    ListMembershipsRequest, ListMembershipsResponse, ListMessagesRequest, ListMessagesResponse,
+    ListReceiptsRequest, ListReceiptsResponse, MarkRequest, MarkResponse, Membership,
+    NotifyTypingRequest, NotifyTypingResponse, PageResponse, RemoveMemberRequest,
+    RemoveMemberResponse, SendMessageRequest, SendMessageResponse, SyncRequest, SyncResponse,
+    UpdateGroupRequest, list_messages_request, send_message_request,
 };
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -363,6 +364,22 @@ impl MessageRpc for MessageApi {
                         })
                         .collect(),
                 })
+            }
+            .await,
+        )
+    }
+
+    async fn file_visible_to(
+        &self,
+        request: Request<FileVisibleToRequest>,
+    ) -> Result<Response<FileVisibleToResponse>, Status> {
+        let r = request.into_inner();
+        answer(
+            async {
+                let user = parse_id("user_id", &r.user_id)?;
+                let file = parse_id("file_id", &r.file_id)?;
+                let visible = self.service.file_visible_to(user, file).await?;
+                Ok(FileVisibleToResponse { visible })
             }
             .await,
         )

@@ -20,6 +20,7 @@ use beehive_common::admin::ReadinessCheck;
 use beehive_common::events::EventBus;
 use beehive_common::grpc::{ClientStack, health_service, server, tokio_stream_shim::TcpIncoming};
 use beehive_common::{Bound, Component, ComponentError, Context};
+use beehive_proto::v1::file_service_client::FileServiceClient;
 use beehive_proto::v1::message_service_server::MessageServiceServer;
 use beehive_proto::v1::presence_service_client::PresenceServiceClient;
 use beehive_proto::v1::user_service_client::UserServiceClient;
@@ -57,6 +58,7 @@ pub async fn bind_with(
     };
     let users = UserServiceClient::new(client(Component::User)?);
     let presence = PresenceServiceClient::new(client(Component::Presence)?);
+    let files = FileServiceClient::new(client(Component::File)?);
     // The bus only publishes here (routing goes through `presence` above, see
     // `upstream` for why); its own presence client is never called.
     let bus = Arc::new(EventBus::new(
@@ -73,7 +75,7 @@ pub async fn bind_with(
     // Half the pool for batched sends; the rest serves reads, receipts and the relay.
     let workers = (ctx.settings.database_max_connections as usize / 2).max(1);
     let sender = sender::Sender::start(store.clone(), workers, ctx.shutdown.clone());
-    let service = service::MessageService::new(store, sender, users, presence.clone(), bus);
+    let service = service::MessageService::new(store, sender, users, presence.clone(), files, bus);
     let api = grpc::MessageApi::new(service);
 
     let relays: Vec<_> = if config.run_relay {

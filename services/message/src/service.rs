@@ -14,9 +14,10 @@ use beehive_common::events::EventBus;
 use beehive_common::grpc::{ClientChannel, Retry};
 use beehive_common::routing;
 use beehive_proto::v1::event::Payload;
+use beehive_proto::v1::file_service_client::FileServiceClient;
 use beehive_proto::v1::presence_service_client::PresenceServiceClient;
 use beehive_proto::v1::user_service_client::UserServiceClient;
-use beehive_proto::v1::{Event, TypingEvent, UsersExistRequest};
+use beehive_proto::v1::{AuthorizeFileRequest, Event, TypingEvent, UsersExistRequest};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -105,6 +106,8 @@ pub struct MessageService {
     sender: Sender,
     users: UserServiceClient<ClientChannel>,
     presence: PresenceServiceClient<ClientChannel>,
+    /// Asked whether a sender may attach a file (API.md: only a file it may read).
+    files: FileServiceClient<ClientChannel>,
     bus: Arc<EventBus>,
     retry: Retry,
     direct: DirectCache,
@@ -130,6 +133,7 @@ impl MessageService {
         sender: Sender,
         users: UserServiceClient<ClientChannel>,
         presence: PresenceServiceClient<ClientChannel>,
+        files: FileServiceClient<ClientChannel>,
         bus: Arc<EventBus>,
     ) -> Self {
         Self {
@@ -137,6 +141,7 @@ impl MessageService {
             sender,
             users,
             presence,
+            files,
             bus,
             retry: Retry::default(),
             direct: DirectCache::default(),
@@ -313,6 +318,9 @@ impl MessageService {
             request.file_id.as_deref(),
             request.device_id,
         )?;
+        if let Some(file) = message.file_id {
+            self.authorize_file(sender, file).await?;
+        }
         let conversation = match request.target {
             SendTarget::Conversation(id) => id,
             SendTarget::User(to) => {
@@ -468,6 +476,37 @@ impl MessageService {
             .into_iter()
             .map(|m| (m.conversation_id, m.join_seq))
             .collect())
+    }
+
+    /// Whether `user` may read `file` through a message of one of its conversations
+    /// (sent after it joined).
+    pub async fn file_visible_to(&self, user: Uuid, file: Uuid) -> Result<bool, Error> {
+        Ok(self.store.file_visible_to(user, file).await?)
+    }
+
+    /// Asks the file service whether `sender` may attach `file` (and marks it shared,
+    /// so its owner deleting it later keeps it for the conversation). API.md: a file
+    /// the sender may not read is refused like an unknown one, 404.
+    async fn authorize_file(&self, sender: Uuid, file: Uuid) -> Result<(), Error> {
+        let files = self.files.clone();
+        let request = AuthorizeFileRequest {
+            user_id: sender.to_string(),
+            file_id: file.to_string(),
+            share: true,
+        };
+        // Idempotent (marking shared twice is marking it once): retried on unavailable.
+        self.retry
+            .idempotent(move || {
+                let mut files = files.clone();
+                let request = request.clone();
+                async move { files.authorize_file(request).await }
+            })
+            .await
+            .map_err(|status| match Error::from_status(&status) {
+                Error::NotFound(_) => Error::NotFound("file not found".to_owned()),
+                other => other,
+            })?;
+        Ok(())
     }
 
     /// The direct conversation of a pair, from the cache when known.

@@ -890,6 +890,22 @@ impl Store {
         Ok(rows)
     }
 
+    /// Whether a message carrying `file` was sent in a conversation `user` is a member
+    /// of, after `user` joined it.
+    pub async fn file_visible_to(&self, user: Uuid, file: Uuid) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (
+                 SELECT 1 FROM message.messages msg
+                   JOIN message.members m
+                     ON m.conversation_id = msg.conversation_id AND m.user_id = $1
+                  WHERE msg.file_id = $2 AND msg.seq > m.join_seq)",
+        )
+        .bind(user)
+        .bind(file)
+        .fetch_one(&self.pool)
+        .await
+    }
+
     /// Every conversation of `user` with its progress, most recently active first.
     pub async fn sync_memberships(&self, user: Uuid) -> Result<Vec<SyncMembership>, sqlx::Error> {
         let rows: Vec<(Uuid, i64, i64, i64)> = sqlx::query_as(

@@ -685,13 +685,19 @@ async fn sends_are_validated() {
         ),
         ErrorCode::InvalidArgument
     );
+    // A file the sender may not read is refused; here no file service answers at all,
+    // and the send fails closed (nothing stored) instead of trusting the id.
     image.file_id = Some(uid());
-    let stored = client
-        .send_message(image)
-        .await
-        .expect("image with file")
-        .into_inner();
-    assert!(stored.message.expect("m").file_id.is_some());
+    let refused = code(
+        client
+            .send_message(image)
+            .await
+            .expect_err("unverifiable file"),
+    );
+    assert!(
+        matches!(refused, ErrorCode::Unavailable | ErrorCode::NotFound),
+        "{refused:?}"
+    );
     let mut no_target = direct(&a, &b, "t");
     no_target.target = None;
     assert_eq!(

@@ -8,6 +8,7 @@
 
 pub mod conversations;
 pub mod events;
+pub mod files;
 pub mod limits;
 pub mod messages;
 pub mod presence;

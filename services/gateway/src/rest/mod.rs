@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod conversations;
+pub mod files;
 pub mod friends;
 pub mod messages;
 pub mod openapi;
@@ -66,6 +67,16 @@ api_routes! {
     post "/api/v1/messages" => messages::send;
     get "/api/v1/presence" => presence::get;
     get "/api/v1/search/messages" => search::messages;
+    post "/api/v1/files/check" => files::check;
+    options "/api/v1/files/uploads" => files::options;
+    post "/api/v1/files/uploads" => files::create;
+    head "/api/v1/files/uploads/{id}" => files::head_upload;
+    patch "/api/v1/files/uploads/{id}" => files::patch_upload;
+    delete "/api/v1/files/uploads/{id}" => files::delete_upload;
+    get "/api/v1/files/{id}" => files::download;
+    delete "/api/v1/files/{id}" => files::delete;
+    get "/api/v1/files/{id}/meta" => files::meta;
+    get "/api/v1/files/{id}/thumbnail" => files::thumbnail;
 }
 
 /// The REST router (without state; the caller adds it).
@@ -89,16 +100,32 @@ pub fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
             Method::HEAD,
             Method::OPTIONS,
         ])
-        .allow_headers([
-            header::AUTHORIZATION,
-            header::CONTENT_TYPE,
-            HeaderName::from_static("x-request-id"),
-        ])
-        .expose_headers([
-            HeaderName::from_static("x-request-id"),
-            header::RETRY_AFTER,
-            header::LOCATION,
-        ])
+        .allow_headers(
+            [
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::RANGE,
+                header::IF_NONE_MATCH,
+                HeaderName::from_static("x-request-id"),
+            ]
+            .into_iter()
+            .chain(files::TUS_REQUEST_HEADERS.map(HeaderName::from_static))
+            .collect::<Vec<_>>(),
+        )
+        .expose_headers(
+            [
+                HeaderName::from_static("x-request-id"),
+                header::RETRY_AFTER,
+                header::LOCATION,
+                header::ETAG,
+                header::CONTENT_RANGE,
+                header::CONTENT_DISPOSITION,
+                header::ACCEPT_RANGES,
+            ]
+            .into_iter()
+            .chain(files::TUS_RESPONSE_HEADERS.map(HeaderName::from_static))
+            .collect::<Vec<_>>(),
+        )
         .max_age(std::time::Duration::from_secs(3600));
     if origins.iter().any(|o| o == "*") {
         return Some(base.allow_origin(AllowOrigin::any()));

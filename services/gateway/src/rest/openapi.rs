@@ -7,7 +7,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::rest::{auth, conversations, friends, messages, presence, search, users};
+use crate::rest::{auth, conversations, files, friends, messages, presence, search, users};
 
 /// The document's root; `paths(...)` lists every annotated handler.
 #[derive(OpenApi)]
@@ -22,6 +22,8 @@ use crate::rest::{auth, conversations, friends, messages, presence, search, user
         conversations::remove_member, conversations::list, conversations::get,
         conversations::messages, conversations::receipts, conversations::read,
         messages::send, presence::get, search::messages,
+        files::check, files::options, files::create, files::head_upload, files::patch_upload,
+        files::delete_upload, files::download, files::delete, files::meta, files::thumbnail,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -32,6 +34,7 @@ use crate::rest::{auth, conversations, friends, messages, presence, search, user
         (name = "messages", description = "Sending"),
         (name = "presence", description = "Who is online"),
         (name = "search", description = "Message history search"),
+        (name = "files", description = "Resumable uploads (tus 1.0.0), instant upload, downloads, thumbnails"),
         (name = "meta", description = "This document"),
     ),
 )]

@@ -5,6 +5,7 @@
 //! Wire types render the core's and the services' values; they hold no rules beyond
 //! the shape of the encoding (limits and checks live in [`crate::app`]).
 
+pub mod files;
 /// The client frame decoder and server frame encoders: public so the fuzz targets
 /// (fuzz/) can drive the decoder directly.
 pub mod frame;

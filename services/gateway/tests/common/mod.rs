@@ -61,6 +61,7 @@ impl Drop for Cluster {
             gateway.shutdown.trigger();
         }
         self.services.trigger();
+        let _ = std::fs::remove_dir_all(&self.settings.file_storage_dir);
     }
 }
 
@@ -92,12 +93,18 @@ impl Cluster {
             &beehive_auth::MIGRATOR,
             &beehive_social::MIGRATOR,
             &beehive_message::MIGRATOR,
+            &beehive_file::MIGRATOR,
         ])
         .await;
         let mut settings = env.settings.clone();
         // Stopped gateways close their sockets at once unless a test asks for a drain
         // window (ws_drain.rs), so stopping one does not wait out the 30 s default.
         settings.gateway_drain_window = Duration::ZERO;
+        // Files in a private directory, removed with the cluster.
+        settings.file_storage_dir = std::env::temp_dir().join(format!(
+            "beehive-gw-files-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
         adjust(&mut settings);
         let components = [
             Component::User,
@@ -105,6 +112,7 @@ impl Cluster {
             Component::Social,
             Component::Message,
             Component::Presence,
+            Component::File,
         ];
         let mut listeners = Vec::new();
         for component in components {
@@ -123,6 +131,7 @@ impl Cluster {
                 Component::Social => beehive_social::bind(&ctx, l).await,
                 Component::Message => beehive_message::bind(&ctx, l).await,
                 Component::Presence => beehive_presence::bind(&ctx, l).await,
+                Component::File => beehive_file::bind(&ctx, l).await,
                 _ => unreachable!("only the listed components"),
             }
             .unwrap_or_else(|e| panic!("{component} starts: {e}"));
