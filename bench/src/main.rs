@@ -161,6 +161,27 @@ enum Command {
         #[arg(long, default_value = "10s", value_parser = duration)]
         duration: Duration,
     },
+    /// The embedded search index in this process: bulk indexing of N generated
+    /// messages (mixed Chinese and English), then query latency per query kind, index
+    /// size and RSS. Run it in release mode.
+    Search {
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: usize,
+        #[arg(long, default_value_t = 3_000)]
+        conversations: usize,
+        /// Messages per commit.
+        #[arg(long, default_value_t = 10_000)]
+        batch: usize,
+        /// Queries per kind.
+        #[arg(long, default_value_t = 500)]
+        queries: usize,
+        /// Index directory (a temporary one by default).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        /// Keep the index directory afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Ceilings, then chat and group against the server, with ratios.
     All {
         #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -354,6 +375,31 @@ async fn main() -> anyhow::Result<()> {
             .await?;
             report::emit(&scenario::fault::summary(&result), &result);
             anyhow::ensure!(result["ok"] == true, "delivery promise violated");
+            return Ok(());
+        }
+        Command::Search {
+            messages,
+            conversations,
+            batch,
+            queries,
+            dir,
+            keep,
+        } => {
+            anyhow::ensure!(
+                messages > 0 && conversations > 0 && batch > 0 && queries > 0,
+                "--messages, --conversations, --batch and --queries must be positive"
+            );
+            let result = scenario::search::run(scenario::search::SearchOptions {
+                messages,
+                conversations,
+                batch,
+                queries,
+                dir,
+                keep,
+                ..scenario::search::SearchOptions::default()
+            })
+            .await?;
+            report::emit(&scenario::search::summary(&result), &result);
             return Ok(());
         }
         Command::CeilingRelay {

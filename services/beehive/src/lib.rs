@@ -6,6 +6,8 @@
 //! state; then everything serves until the shutdown signal, when servers stop
 //! accepting, drain in-flight work and the process exits.
 
+pub mod search;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;

@@ -60,6 +60,29 @@ enum Command {
     },
     /// Prints every setting with its default and meaning, as Markdown.
     ConfigReference,
+    /// Search index operations (against the search component at BEEHIVE_SEARCH_ADDR).
+    Search {
+        #[command(subcommand)]
+        command: SearchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SearchCommand {
+    /// Rebuilds the search index from the message history and swaps it in; searches
+    /// keep being answered meanwhile. Asking again with the same --request-id starts
+    /// nothing new and reports that rebuild; another id while one runs is refused.
+    Reindex {
+        /// Idempotency key (1-128 of letters, digits, - _ . :); a new one by default.
+        #[arg(long)]
+        request_id: Option<String>,
+        /// Waits until the rebuild ends; exits non-zero if it failed.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits (e.g. 30m).
+        #[arg(long, default_value = "1h", value_parser = parse_timeout)]
+        timeout: Duration,
+    },
 }
 
 fn parse_timeout(text: &str) -> Result<Duration, String> {
@@ -136,6 +159,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let registry = registry();
     match cli.command {
         Command::ConfigReference => Ok(()),
+        Command::Search {
+            command:
+                SearchCommand::Reindex {
+                    request_id,
+                    wait,
+                    timeout,
+                },
+        } => {
+            let request_id = request_id.unwrap_or_else(|| format!("cli-{}", uuid::Uuid::now_v7()));
+            let mut last = String::new();
+            let done = beehive::search::reindex(&settings, &request_id, wait, timeout, |state| {
+                let line = beehive::search::describe(state);
+                if line != last {
+                    println!("{line}");
+                    last = line;
+                }
+            })
+            .await?;
+            tracing::debug!(request_id = %done.request_id, "reindex command done");
+            Ok(())
+        }
         Command::Migrate { wait, timeout } => {
             if wait {
                 wait_for_migrations(&settings, &registry, timeout).await?;

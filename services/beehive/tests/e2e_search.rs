@@ -284,3 +284,81 @@ async fn search_finds_words_within_the_callers_scope() {
         (401, "unauthenticated")
     );
 }
+
+/// `beehive search reindex --wait` against the running binary's search component:
+/// the rebuild succeeds, everything stays searchable, and the same request id again
+/// starts nothing new.
+#[tokio::test]
+async fn the_reindex_command_rebuilds_and_is_idempotent() {
+    let server = Server::start(&[]).await;
+    let erin = register(&server, "erin").await;
+    let frank = register(&server, "frank").await;
+    let created = server
+        .call(
+            "POST",
+            "/groups",
+            Some(json!({"name": "重建", "member_ids": [frank.id]})),
+            Some(&erin.token),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let group = created.body["conversation"]["id"]
+        .as_str()
+        .expect("group id")
+        .to_owned();
+    send(&server, &erin, &group, "重建之前的消息 one").await;
+    let last = send(&server, &frank, &group, "重建之前的消息 two").await;
+    indexed(&server, &erin, "重建", &last).await;
+    let search_addr = server.addresses["grpc"]["search"]
+        .as_str()
+        .expect("search address")
+        .to_owned();
+    let reindex = |id: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_beehive"))
+            .args([
+                "search",
+                "reindex",
+                "--wait",
+                "--timeout",
+                "60s",
+                "--request-id",
+                id,
+            ])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("BEEHIVE_SEARCH_ADDR", format!("http://{search_addr}"))
+            .env("BEEHIVE_LOG_LEVEL", "warn")
+            .output()
+            .expect("run beehive search reindex")
+    };
+    let first = reindex("e2e-1");
+    let stdout = String::from_utf8_lossy(&first.stdout).into_owned();
+    assert!(
+        first.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(
+        stdout.contains("reindex e2e-1: succeeded, 2 documents"),
+        "{stdout}"
+    );
+    let hits = search(&server, &erin, &format!("q={}", enc("重建"))).await;
+    assert_eq!(
+        hits.body["hits"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        hits.body
+    );
+    let again = reindex("e2e-1");
+    assert!(again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("reindex e2e-1: succeeded, 2 documents")
+    );
+    let bad = reindex("not valid!");
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("request_id"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}

@@ -937,7 +937,7 @@ pub const SETTINGS_DOC: &[SettingDoc] = &[
     doc(
         "BEEHIVE_ELASTICSEARCH_URL",
         "(none)",
-        "Elasticsearch URL for the elasticsearch search backend.",
+        "Elasticsearch URL for the elasticsearch search backend; user:password in it is sent as basic auth and never logged.",
     ),
     doc(
         "BEEHIVE_INSTALLATION",

@@ -14,7 +14,9 @@
 //! The search component consumes its own durable queue `<installation>.search.index`,
 //! bound with [`SEARCH_INDEX_ROUTING_KEY`]: the relay publishes one more copy of every
 //! message event with that key (whoever is online), so indexing never depends on
-//! presence. The key starts with `@`, which no instance id (a pod name) contains.
+//! presence. Message events are `message` (created), `message_edited` (the whole
+//! message as it is now) and `message_deleted` (its id); the index applies each by
+//! message id. The key starts with `@`, which no instance id (a pod name) contains.
 
 use std::time::Duration;
 
@@ -194,16 +196,20 @@ pub async fn declare_search_queue(
     Ok(queue)
 }
 
-/// The copy of a message event that goes to the search index: the message only (no
-/// recipients, no device exclusion); `None` for any other event.
+/// The copy of a message event (created, edited, deleted) that goes to the search
+/// index: the payload only (no recipients, no device exclusion); `None` for any other
+/// event.
 pub fn search_index_copy(event: &Event) -> Option<Event> {
+    use beehive_proto::v1::event::Payload;
     match &event.payload {
-        Some(beehive_proto::v1::event::Payload::Message(_)) => Some(Event {
-            recipient_ids: Vec::new(),
-            exclude_device_user_id: String::new(),
-            exclude_device_id: String::new(),
-            payload: event.payload.clone(),
-        }),
+        Some(Payload::Message(_) | Payload::MessageEdited(_) | Payload::MessageDeleted(_)) => {
+            Some(Event {
+                recipient_ids: Vec::new(),
+                exclude_device_user_id: String::new(),
+                exclude_device_id: String::new(),
+                payload: event.payload.clone(),
+            })
+        }
         _ => None,
     }
 }
@@ -352,6 +358,32 @@ pub async fn publish_confirmed(
 mod tests {
     use super::*;
     use beehive_proto::v1::InstanceUsers;
+
+    #[test]
+    fn message_events_are_copied_to_the_search_index_without_recipients() {
+        use beehive_proto::v1::event::Payload;
+        use beehive_proto::v1::{Message, MessageDeleted, MessageEdited, TypingEvent};
+        for payload in [
+            Payload::Message(Message::default()),
+            Payload::MessageEdited(MessageEdited::default()),
+            Payload::MessageDeleted(MessageDeleted::default()),
+        ] {
+            let event = Event {
+                recipient_ids: vec!["a".into()],
+                exclude_device_user_id: "a".into(),
+                exclude_device_id: "phone".into(),
+                payload: Some(payload.clone()),
+            };
+            let copy = search_index_copy(&event).expect("copied");
+            assert!(copy.recipient_ids.is_empty() && copy.exclude_device_id.is_empty());
+            assert_eq!(copy.payload, Some(payload));
+        }
+        let typing = Event {
+            payload: Some(Payload::Typing(TypingEvent::default())),
+            ..Event::default()
+        };
+        assert_eq!(search_index_copy(&typing), None);
+    }
 
     #[test]
     fn events_are_split_per_instance_with_only_local_recipients() {

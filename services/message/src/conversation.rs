@@ -335,6 +335,33 @@ pub const MAX_SYNC_BYTES: usize = 3 * 1024 * 1024;
 /// a thousand empty messages would count as zero bytes.
 pub const MESSAGE_OVERHEAD_BYTES: usize = 200;
 
+/// Default page of the history stream (ListHistory).
+pub const DEFAULT_HISTORY_LIMIT: u32 = 500;
+/// Largest page of the history stream.
+pub const MAX_HISTORY_LIMIT: u32 = 1000;
+
+/// The page size of a history request: 0 is the default, above the maximum is clamped.
+pub fn history_limit(limit: u32) -> u32 {
+    if limit == 0 {
+        DEFAULT_HISTORY_LIMIT
+    } else {
+        limit.min(MAX_HISTORY_LIMIT)
+    }
+}
+
+/// How many of a history page's messages (content sizes in order) fit in `max_bytes`
+/// as [`sync_size`] counts them, always at least one of a non-empty page.
+pub fn history_cut(content_sizes: &[usize], max_bytes: usize) -> usize {
+    let mut total = 0usize;
+    for (index, size) in content_sizes.iter().enumerate() {
+        total = total.saturating_add(sync_size(*size));
+        if total > max_bytes && index > 0 {
+            return index;
+        }
+    }
+    content_sizes.len()
+}
+
 /// A message's size as [`cut_sync`] counts it.
 pub fn sync_size(content_bytes: usize) -> usize {
     content_bytes + MESSAGE_OVERHEAD_BYTES
@@ -421,6 +448,19 @@ pub fn outbox_partition(conversation_id: Uuid) -> i16 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn history_pages_are_bounded_by_count_and_bytes() {
+        assert_eq!(history_limit(0), DEFAULT_HISTORY_LIMIT);
+        assert_eq!(history_limit(7), 7);
+        assert_eq!(history_limit(u32::MAX), MAX_HISTORY_LIMIT);
+        assert_eq!(history_cut(&[], 1000), 0);
+        // One oversized message still goes out alone.
+        assert_eq!(history_cut(&[5000, 10], 1000), 1);
+        assert_eq!(history_cut(&[100, 100, 100], 3 * sync_size(100)), 3);
+        assert_eq!(history_cut(&[100, 100, 100], 2 * sync_size(100) + 1), 2);
+    }
+
     use super::*;
 
     fn id(n: u128) -> Uuid {

@@ -10,7 +10,8 @@ use beehive_proto::v1::message_service_server::MessageService as MessageRpc;
 use beehive_proto::v1::{
     AddMembersRequest, ConversationResponse, CreateGroupRequest, FileVisibleToRequest,
     FileVisibleToResponse, FilterConversationPeersRequest, FilterConversationPeersResponse,
-    GetConversationRequest, ListConversationsRequest, ListConversationsResponse,
+    GetConversationRequest, HistoryPosition, ListConversationsRequest, ListConversationsResponse,
+    ListHistoryRequest, ListHistoryResponse,
     ListMembershipsRequest, ListMembershipsResponse, ListMessagesRequest, ListMessagesResponse,
     ListReceiptsRequest, ListReceiptsResponse, MarkRequest, MarkResponse, Membership,
     NotifyTypingRequest, NotifyTypingResponse, PageResponse, RemoveMemberRequest,
@@ -340,6 +341,32 @@ impl MessageRpc for MessageApi {
                     .await?;
                 Ok(FilterConversationPeersResponse {
                     peer_ids: peers.iter().map(Uuid::to_string).collect(),
+                })
+            }
+            .await,
+        )
+    }
+
+    async fn list_history(
+        &self,
+        request: Request<ListHistoryRequest>,
+    ) -> Result<Response<ListHistoryResponse>, Status> {
+        let r = request.into_inner();
+        answer(
+            async {
+                let after = r
+                    .after
+                    .map(|p| {
+                        parse_id("after.conversation_id", &p.conversation_id).map(|c| (c, p.seq))
+                    })
+                    .transpose()?;
+                let (rows, next) = self.service.history_page(after, r.limit).await?;
+                Ok(ListHistoryResponse {
+                    messages: rows.iter().map(view::message).collect(),
+                    next_after: next.map(|(conversation, seq)| HistoryPosition {
+                        conversation_id: conversation.to_string(),
+                        seq,
+                    }),
                 })
             }
             .await,

@@ -509,6 +509,30 @@ impl MessageService {
         Ok(())
     }
 
+    /// One page of the whole history after `after` in (conversation, seq) order, cut
+    /// to [`MAX_SYNC_BYTES`], and where the next page starts (`None` at the end).
+    pub async fn history_page(
+        &self,
+        after: Option<(Uuid, u64)>,
+        limit: u32,
+    ) -> Result<(Vec<MessageRow>, Option<(Uuid, u64)>), Error> {
+        let limit = rules::history_limit(limit);
+        let mut rows = self
+            .store
+            .history_page(after.map(|(c, s)| (c, to_i64(s))), limit)
+            .await?;
+        let fetched = rows.len();
+        let sizes: Vec<usize> = rows.iter().map(|r| r.content.len()).collect();
+        rows.truncate(rules::history_cut(&sizes, MAX_SYNC_BYTES));
+        let more = rows.len() < fetched || fetched == limit as usize;
+        let next = if more {
+            rows.last().map(|r| (r.conversation_id, to_u64(r.seq)))
+        } else {
+            None
+        };
+        Ok((rows, next))
+    }
+
     /// The direct conversation of a pair, from the cache when known.
     async fn direct_conversation(&self, low: Uuid, high: Uuid) -> Result<Uuid, Error> {
         if let Some(id) = self.direct.get(low, high) {

@@ -906,6 +906,26 @@ impl Store {
         .await
     }
 
+    /// Up to `limit` messages of every conversation after `after` in (conversation_id,
+    /// seq) order: the primary key's order, so each page is one index range scan.
+    pub async fn history_page(
+        &self,
+        after: Option<(Uuid, i64)>,
+        limit: u32,
+    ) -> Result<Vec<MessageRow>, sqlx::Error> {
+        let (conversation, seq) = after.unwrap_or((Uuid::nil(), -1));
+        sqlx::query_as::<_, MessageRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {MESSAGE_COLUMNS} FROM message.messages
+              WHERE (conversation_id, seq) > ($1, $2)
+              ORDER BY conversation_id, seq LIMIT $3"
+        )))
+        .bind(conversation)
+        .bind(seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+    }
+
     /// Every conversation of `user` with its progress, most recently active first.
     pub async fn sync_memberships(&self, user: Uuid) -> Result<Vec<SyncMembership>, sqlx::Error> {
         let rows: Vec<(Uuid, i64, i64, i64)> = sqlx::query_as(

@@ -306,6 +306,76 @@ async fn history_pages_after_before_and_latest() {
 }
 
 #[tokio::test]
+async fn the_history_stream_pages_every_message_in_conversation_and_seq_order() {
+    let h = Harness::start(None).await;
+    let a = uid();
+    let mut expected: Vec<(String, u64, String)> = Vec::new();
+    for (peer, count) in [(uid(), 4), (uid(), 1), (uid(), 6)] {
+        let first = h
+            .message
+            .clone()
+            .send_message(direct(&a, &peer, &format!("first-{peer}")))
+            .await
+            .expect("send")
+            .into_inner()
+            .message
+            .expect("message");
+        expected.push((first.conversation_id.clone(), first.seq, first.id.clone()));
+        for i in 1..count {
+            let m = h
+                .send(&a, &first.conversation_id, &format!("{peer}-{i}"))
+                .await
+                .message
+                .expect("message");
+            expected.push((m.conversation_id, m.seq, m.id));
+        }
+    }
+    expected.sort();
+    let mut seen: Vec<(String, u64, String)> = Vec::new();
+    let mut after = None;
+    let mut pages = 0;
+    loop {
+        let page = h
+            .message
+            .clone()
+            .list_history(pb::ListHistoryRequest {
+                after: after.clone(),
+                limit: 4,
+            })
+            .await
+            .expect("history page")
+            .into_inner();
+        pages += 1;
+        assert!(page.messages.len() <= 4);
+        seen.extend(
+            page.messages
+                .into_iter()
+                .map(|m| (m.conversation_id, m.seq, m.id)),
+        );
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, expected);
+    assert_eq!(pages, 3, "11 messages in pages of 4");
+    // A position that is not a conversation id is refused.
+    let err = h
+        .message
+        .clone()
+        .list_history(pb::ListHistoryRequest {
+            after: Some(pb::HistoryPosition {
+                conversation_id: "not-a-uuid".into(),
+                seq: 1,
+            }),
+            limit: 4,
+        })
+        .await
+        .expect_err("bad position");
+    assert_eq!(code(err), ErrorCode::InvalidArgument);
+}
+
+#[tokio::test]
 async fn members_added_later_start_at_their_join_seq() {
     let mut h = Harness::start(None).await;
     let users = h.register(3).await;

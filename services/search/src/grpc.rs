@@ -4,26 +4,44 @@
 
 use beehive_common::Error;
 use beehive_common::id::parse_id;
-use beehive_common::time::from_timestamp;
+use beehive_common::time::{from_timestamp, to_timestamp};
 use beehive_proto::v1::search_service_server::SearchService as SearchRpc;
 use beehive_proto::v1::{
-    PageResponse, SearchHit, SearchMessagesRequest, SearchMessagesResponse, SearchOrder,
+    GetReindexRequest, PageResponse, ReindexRequest, ReindexResponse, ReindexState, SearchHit,
+    SearchMessagesRequest, SearchMessagesResponse, SearchOrder,
 };
 use tonic::{Request, Response, Status};
 
 use crate::cursor::{Cursor, MAX_CURSOR_BYTES};
 use crate::query::{self, Order, SearchQuery};
+use crate::reindex::{self, Reindexer};
 use crate::service::{self, SearchService};
 
 /// The tonic implementation of `beehive.v1.SearchService`.
 #[derive(Clone)]
 pub struct SearchApi {
     service: SearchService,
+    reindexer: Reindexer,
 }
 
 impl SearchApi {
-    pub fn new(service: SearchService) -> Self {
-        Self { service }
+    pub fn new(service: SearchService, reindexer: Reindexer) -> Self {
+        Self { service, reindexer }
+    }
+}
+
+fn reindex_response(status: reindex::Status) -> ReindexResponse {
+    ReindexResponse {
+        request_id: status.request_id,
+        state: match status.state {
+            reindex::State::Running => ReindexState::Running,
+            reindex::State::Succeeded => ReindexState::Succeeded,
+            reindex::State::Failed => ReindexState::Failed,
+        } as i32,
+        documents: status.documents,
+        started_at: Some(to_timestamp(status.started_at)),
+        finished_at: status.finished_at.map(to_timestamp),
+        error: status.error,
     }
 }
 
@@ -69,6 +87,7 @@ fn decode(r: SearchMessagesRequest) -> Result<service::Request, Error> {
         user_id: user.to_string(),
         conversation_id,
         query: SearchQuery {
+            text: r.query.trim().to_owned(),
             terms,
             scope: Vec::new(),
             sender_id,
@@ -105,5 +124,21 @@ impl SearchRpc for SearchApi {
         }
         .await;
         result.map(Response::new).map_err(Status::from)
+    }
+
+    async fn reindex(
+        &self,
+        request: Request<ReindexRequest>,
+    ) -> Result<Response<ReindexResponse>, Status> {
+        let status = self.reindexer.start(&request.into_inner().request_id)?;
+        Ok(Response::new(reindex_response(status)))
+    }
+
+    async fn get_reindex(
+        &self,
+        request: Request<GetReindexRequest>,
+    ) -> Result<Response<ReindexResponse>, Status> {
+        let status = self.reindexer.get(&request.into_inner().request_id)?;
+        Ok(Response::new(reindex_response(status)))
     }
 }

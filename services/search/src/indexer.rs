@@ -3,9 +3,12 @@
 //! Deliveries are gathered into a batch until `batch_size` events or `batch_interval`
 //! after the batch's first event, indexed in one commit, and only then acknowledged:
 //! a crash before the commit redelivers them, and indexing by message id makes the
-//! redelivery harmless. An undecodable delivery, or one that is not a message event,
-//! is rejected to the dead-letter queue at once. When the backend fails, the batch is
-//! not acknowledged; the session is restarted and the broker redelivers.
+//! redelivery harmless. Message events are routed to index changes: `message` puts a
+//! document, `message_edited` replaces it, `message_deleted` deletes it (by id). An
+//! undecodable delivery, or one that is not a message event, is rejected to the
+//! dead-letter queue at once, and so is an event the backend refuses for good (a
+//! poison document); the rest of its batch is acknowledged. When the backend fails,
+//! the batch is not acknowledged; the session is restarted and the broker redelivers.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,8 +22,8 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, Basi
 use lapin::types::FieldTable;
 use prost::Message as _;
 
-use crate::backend::Backend;
 use crate::backend::embedded::micros;
+use crate::backend::{Backend, Change};
 use crate::config::SearchConfig;
 
 /// Largest event decoded (a message is at most 16 KiB of content).
@@ -166,7 +169,7 @@ impl Indexer {
         self.consuming.store(true, Ordering::Release);
         metrics::gauge!("beehive_search_indexer_consuming").set(1.0);
         tracing::info!(queue = %session.queue, "search indexer consuming");
-        let mut batch: Vec<(lapin::message::Delivery, pb::Message)> = Vec::new();
+        let mut batch: Vec<(lapin::message::Delivery, Change)> = Vec::new();
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
             let flush_at = deadline;
@@ -201,8 +204,8 @@ impl Indexer {
                 }
             };
             match decode(&delivery.data) {
-                Some(message) => {
-                    batch.push((delivery, message));
+                Some(change) => {
+                    batch.push((delivery, change));
                     if deadline.is_none() {
                         deadline = Some(tokio::time::Instant::now() + self.config.batch_interval);
                     }
@@ -227,10 +230,11 @@ impl Indexer {
         }
     }
 
-    /// Indexes the batch in one commit, then acknowledges it.
+    /// Indexes the batch in one commit, then acknowledges it (and dead-letters what
+    /// the backend refused for good).
     async fn flush(
         &self,
-        batch: &mut Vec<(lapin::message::Delivery, pb::Message)>,
+        batch: &mut Vec<(lapin::message::Delivery, Change)>,
     ) -> Result<(), IndexerError> {
         if batch.is_empty() {
             return Ok(());
@@ -239,23 +243,52 @@ impl Indexer {
         let size = taken.len();
         let newest = taken
             .iter()
-            .map(|(_, m)| micros(m.created_at.as_ref()))
-            .max()
-            .unwrap_or_default();
+            .filter_map(|(_, c)| c.message())
+            .map(|m| micros(m.created_at.as_ref()))
+            .max();
         let started = std::time::Instant::now();
-        let messages: Vec<pb::Message> = taken.iter().map(|(_, m)| m.clone()).collect();
-        self.backend.index(messages).await?;
-        for (delivery, _) in &taken {
-            bounded("basic.ack", delivery.acker.ack(BasicAckOptions::default())).await?;
+        let changes: Vec<Change> = taken.iter().map(|(_, c)| c.clone()).collect();
+        let applied = self.backend.apply(changes).await?;
+        let mut rejected = vec![false; size];
+        for (position, reason) in &applied.rejected {
+            if let Some(slot) = rejected.get_mut(*position) {
+                *slot = true;
+                tracing::error!(
+                    message_id = taken[*position].1.id(),
+                    %reason,
+                    backend = self.backend.name(),
+                    "the index refused a document; its event goes to the dead-letter queue"
+                );
+            }
         }
-        let lag = (chrono::Utc::now().timestamp_micros() - newest).max(0) as f64 / 1e6;
-        metrics::counter!("beehive_search_documents_indexed_total").increment(size as u64);
+        for ((delivery, _), rejected) in taken.iter().zip(&rejected) {
+            if *rejected {
+                bounded(
+                    "basic.reject",
+                    delivery.acker.reject(BasicRejectOptions { requeue: false }),
+                )
+                .await?;
+            } else {
+                bounded("basic.ack", delivery.acker.ack(BasicAckOptions::default())).await?;
+            }
+        }
+        let refused = applied.rejected.len();
+        metrics::counter!("beehive_search_documents_indexed_total")
+            .increment((size - refused) as u64);
+        if refused > 0 {
+            metrics::counter!("beehive_search_events_rejected_total").increment(refused as u64);
+        }
         metrics::histogram!("beehive_search_batch_size").record(size as f64);
         metrics::histogram!("beehive_search_commit_seconds")
             .record(started.elapsed().as_secs_f64());
-        metrics::gauge!("beehive_search_index_lag_seconds").set(lag);
+        let lag = newest
+            .map(|newest| (chrono::Utc::now().timestamp_micros() - newest).max(0) as f64 / 1e6);
+        if let Some(lag) = lag {
+            metrics::gauge!("beehive_search_index_lag_seconds").set(lag);
+        }
         tracing::debug!(
             size,
+            refused,
             lag_seconds = lag,
             backend = self.backend.name(),
             "search batch committed"
@@ -264,13 +297,22 @@ impl Indexer {
     }
 }
 
-/// The message of a message event; `None` for anything else (a poison delivery).
-pub fn decode(data: &[u8]) -> Option<pb::Message> {
+/// The index change of a message event; `None` for anything else (a poison delivery).
+pub fn decode(data: &[u8]) -> Option<Change> {
+    use pb::event::Payload;
     if data.len() > MAX_EVENT_BYTES {
         return None;
     }
     match pb::Event::decode(data).ok()?.payload? {
-        pb::event::Payload::Message(message) if !message.id.is_empty() => Some(message),
+        Payload::Message(message) if !message.id.is_empty() => Some(Change::Put(message)),
+        Payload::MessageEdited(pb::MessageEdited {
+            message: Some(message),
+        }) if !message.id.is_empty() => Some(Change::Edit(message)),
+        Payload::MessageDeleted(deleted) if !deleted.message_id.is_empty() => {
+            Some(Change::Delete {
+                id: deleted.message_id,
+            })
+        }
         _ => None,
     }
 }
@@ -279,24 +321,58 @@ pub fn decode(data: &[u8]) -> Option<pb::Message> {
 mod tests {
     use super::*;
 
+    fn encoded(payload: pb::event::Payload) -> Vec<u8> {
+        pb::Event {
+            payload: Some(payload),
+            ..pb::Event::default()
+        }
+        .encode_to_vec()
+    }
+
     #[test]
-    fn only_message_events_decode() {
+    fn message_events_decode_to_index_changes() {
         let message = pb::Message {
             id: "m".into(),
             content: "hi".into(),
             ..pb::Message::default()
         };
-        let event = pb::Event {
-            payload: Some(pb::event::Payload::Message(message.clone())),
-            ..pb::Event::default()
-        };
-        assert_eq!(decode(&event.encode_to_vec()), Some(message));
-        let typing = pb::Event {
-            payload: Some(pb::event::Payload::Typing(pb::TypingEvent::default())),
-            ..pb::Event::default()
-        };
-        assert_eq!(decode(&typing.encode_to_vec()), None);
-        assert_eq!(decode(b"\xff\xff\xff not protobuf"), None);
-        assert_eq!(decode(&pb::Event::default().encode_to_vec()), None);
+        assert_eq!(
+            decode(&encoded(pb::event::Payload::Message(message.clone()))),
+            Some(Change::Put(message.clone()))
+        );
+        assert_eq!(
+            decode(&encoded(pb::event::Payload::MessageEdited(
+                pb::MessageEdited {
+                    message: Some(message.clone()),
+                }
+            ))),
+            Some(Change::Edit(message))
+        );
+        assert_eq!(
+            decode(&encoded(pb::event::Payload::MessageDeleted(
+                pb::MessageDeleted {
+                    message_id: "m".into(),
+                    conversation_id: "c".into(),
+                    seq: 3,
+                }
+            ))),
+            Some(Change::Delete { id: "m".into() })
+        );
+        // Poison: other events, empty ids, garbage, oversized.
+        for bad in [
+            encoded(pb::event::Payload::Typing(pb::TypingEvent::default())),
+            encoded(pb::event::Payload::Message(pb::Message::default())),
+            encoded(pb::event::Payload::MessageEdited(
+                pb::MessageEdited::default(),
+            )),
+            encoded(pb::event::Payload::MessageDeleted(
+                pb::MessageDeleted::default(),
+            )),
+            pb::Event::default().encode_to_vec(),
+            b"\xff\xff\xff not protobuf".to_vec(),
+            vec![0u8; MAX_EVENT_BYTES + 1],
+        ] {
+            assert_eq!(decode(&bad), None);
+        }
     }
 }

@@ -1,8 +1,9 @@
 //! Beehive's search component: consumes the index queue, bulk-indexes messages, and
 //! answers `SearchMessages` scoped to what the caller may read (DESIGN.md, Search).
 //!
-//! Backends sit behind [`backend::Backend`]; this build has the `embedded` one
-//! (tantivy with jieba segmentation, [`backend::embedded`]).
+//! Backends sit behind [`backend::Backend`]: `embedded` (tantivy with jieba
+//! segmentation, [`backend::embedded`]) and `elasticsearch`. A reindex
+//! ([`reindex`]) rebuilds the index from the message service's history and swaps it in.
 
 pub mod analysis;
 pub mod backend;
@@ -12,6 +13,7 @@ pub mod grpc;
 pub mod highlight;
 pub mod indexer;
 pub mod query;
+pub mod reindex;
 pub mod service;
 
 use std::sync::Arc;
@@ -26,10 +28,39 @@ use tokio::net::TcpListener;
 pub use config::SearchConfig;
 
 use backend::Backend;
+use backend::elasticsearch::ElasticsearchIndex;
 use backend::embedded::EmbeddedIndex;
 
 /// Largest request decoded (a query is at most 256 characters).
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Largest message-service answer decoded.
+const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+
+/// How long start-up waits for Elasticsearch to answer (it may be starting too).
+const ELASTICSEARCH_START_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Connects to Elasticsearch, retrying with backoff for a while.
+async fn connect_elasticsearch(
+    ctx: &Context,
+    config: &config::ElasticsearchConfig,
+) -> Result<ElasticsearchIndex, backend::BackendError> {
+    let started = std::time::Instant::now();
+    let mut backoff = std::time::Duration::from_millis(250);
+    loop {
+        match ElasticsearchIndex::connect(config).await {
+            Ok(index) => return Ok(index),
+            Err(error)
+                if started.elapsed() < ELASTICSEARCH_START_PATIENCE
+                    && !ctx.shutdown.is_triggered() =>
+            {
+                tracing::warn!(%error, url = %config.url, ?backoff, "elasticsearch not ready; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
 
 /// Starts the search component on `listener` with the configuration of the settings.
 pub async fn bind(ctx: &Context, listener: TcpListener) -> Result<Bound, ComponentError> {
@@ -44,23 +75,41 @@ pub async fn bind_with(
 ) -> Result<Bound, ComponentError> {
     let failed =
         |e: Box<dyn std::error::Error + Send + Sync>| ComponentError::failed(Component::Search, e);
-    let backend: Arc<dyn Backend> = match config.backend.as_str() {
-        "embedded" => {
-            Arc::new(EmbeddedIndex::open(&config.index_dir).map_err(|e| failed(e.into()))?)
+    let (backend, state_file): (Arc<dyn Backend>, _) = match config.backend.as_str() {
+        "embedded" => (
+            Arc::new(EmbeddedIndex::open(&config.index_dir).map_err(|e| failed(e.into()))?),
+            Some(config.index_dir.join("reindex.json")),
+        ),
+        "elasticsearch" => {
+            let Some(es) = &config.elasticsearch else {
+                return Err(ComponentError::Config {
+                    component: Component::Search,
+                    message: "BEEHIVE_SEARCH_BACKEND=elasticsearch needs BEEHIVE_ELASTICSEARCH_URL"
+                        .to_owned(),
+                });
+            };
+            (
+                Arc::new(
+                    connect_elasticsearch(ctx, es)
+                        .await
+                        .map_err(|e| failed(e.into()))?,
+                ),
+                None,
+            )
         }
         other => {
             return Err(ComponentError::Config {
                 component: Component::Search,
-                message: format!(
-                    "search backend {other:?} is not available in this build; use embedded"
-                ),
+                message: format!("unknown search backend {other:?}; use embedded or elasticsearch"),
             });
         }
     };
+    // A history page (the reindex) may be up to ~3.5 MiB.
     let messages = MessageServiceClient::new(
         ClientStack::connect(Component::Message, &ctx.settings, &ctx.shutdown)
             .map_err(|e| failed(e.into()))?,
-    );
+    )
+    .max_decoding_message_size(MAX_RESPONSE_BYTES);
     let indexer = indexer::Indexer::new(&ctx.settings, config.clone(), backend.clone());
     // Declared before serving: from here on every message event is kept for the index.
     indexer.declare().await.map_err(|e| failed(e.into()))?;
@@ -73,15 +122,22 @@ pub async fn bind_with(
         async move { backend.check().await.map_err(|e| e.to_string()) }
     })];
 
+    let reindexer = reindex::Reindexer::new(
+        backend.clone(),
+        messages.clone(),
+        state_file,
+        ctx.shutdown.clone(),
+        &config,
+    );
     let service = service::SearchService::new(backend.clone(), messages);
-    let api = grpc::SearchApi::new(service);
+    let api = grpc::SearchApi::new(service, reindexer);
     let addr = listener.local_addr().map_err(|e| failed(e.into()))?;
     let (_reporter, health) = health_service::<SearchServiceServer<grpc::SearchApi>>().await;
     let router = server(&ctx.settings)
         .add_service(health)
         .add_service(SearchServiceServer::new(api).max_decoding_message_size(MAX_REQUEST_BYTES));
     let shutdown = ctx.shutdown.clone();
-    tracing::info!(%addr, backend = backend.name(), index_dir = %config.index_dir.display(), "search service listening");
+    tracing::info!(%addr, backend = backend.name(), "search service listening");
     let serve = Box::pin(async move {
         let served = router
             .serve_with_incoming_shutdown(TcpIncoming::new(listener), shutdown.wait_owned())

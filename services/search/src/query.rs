@@ -33,6 +33,9 @@ pub struct Readable {
 /// A validated search, in the terms a backend needs.
 #[derive(Clone, Debug)]
 pub struct SearchQuery {
+    /// The query as given (trimmed): a backend that analyses text itself
+    /// (elasticsearch) matches every word of it, taken literally.
+    pub text: String,
     /// Words that must all match (already segmented and lower-cased).
     pub terms: Vec<String>,
     /// Where the caller may look; never empty when a backend is asked.

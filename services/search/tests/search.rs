@@ -27,6 +27,20 @@ use tonic::transport::Channel;
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
+/// Short batches, and a reindex slow enough (small pages, a pause between them) that
+/// a test can act while it runs.
+fn search_config(index_dir: &std::path::Path) -> SearchConfig {
+    SearchConfig {
+        backend: "embedded".to_owned(),
+        index_dir: index_dir.to_owned(),
+        batch_size: 50,
+        batch_interval: Duration::from_millis(100),
+        reindex_page_size: 5,
+        reindex_page_pause: Duration::from_millis(50),
+        elasticsearch: None,
+    }
+}
+
 struct World {
     _env: TestEnv,
     settings: Settings,
@@ -35,11 +49,49 @@ struct World {
     search: SearchServiceClient<Channel>,
     users: UserServiceClient<Channel>,
     index_dir: PathBuf,
+    search_node: SearchNode,
+}
+
+/// The search component, stoppable on its own.
+struct SearchNode {
+    shutdown: Shutdown,
+    serving: tokio::task::JoinHandle<Result<(), beehive_common::ComponentError>>,
+}
+
+impl SearchNode {
+    async fn start(
+        settings: &Settings,
+        config: SearchConfig,
+    ) -> (Self, SearchServiceClient<Channel>) {
+        let shutdown = Shutdown::new();
+        let bound = beehive_search::bind_with(
+            &serve::context(settings, &shutdown),
+            serve::loopback().await,
+            config,
+        )
+        .await
+        .expect("bind search");
+        for check in &bound.readiness {
+            check.run().await.expect("search ready");
+        }
+        let addr = bound.addr;
+        let serving = tokio::spawn(bound.serve);
+        let client = SearchServiceClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect search");
+        (Self { shutdown, serving }, client)
+    }
+
+    async fn stop(self) {
+        self.shutdown.trigger();
+        let _ = self.serving.await;
+    }
 }
 
 impl Drop for World {
     fn drop(&mut self) {
         self.shutdown.trigger();
+        self.search_node.shutdown.trigger();
         let _ = std::fs::remove_dir_all(&self.index_dir);
     }
 }
@@ -94,31 +146,76 @@ impl World {
         settings.set_component_addr(Component::Message, format!("http://{message_addr}"));
 
         let index_dir = std::env::temp_dir().join(format!("beehive-search-it-{}", env.database()));
-        let config = SearchConfig {
-            backend: "embedded".to_owned(),
-            index_dir: index_dir.clone(),
-            batch_size: 50,
-            batch_interval: Duration::from_millis(100),
-        };
-        let search = beehive_search::bind_with(&ctx(&settings), serve::loopback().await, config)
-            .await
-            .expect("bind search");
-        let search_addr = serve::run(search).await;
+        let (search_node, search) = SearchNode::start(&settings, search_config(&index_dir)).await;
 
         Self {
             _env: env,
             message: MessageServiceClient::connect(format!("http://{message_addr}"))
                 .await
                 .expect("connect message"),
-            search: SearchServiceClient::connect(format!("http://{search_addr}"))
-                .await
-                .expect("connect search"),
+            search,
             users: UserServiceClient::connect(format!("http://{user_addr}"))
                 .await
                 .expect("connect user"),
             settings,
             shutdown,
             index_dir,
+            search_node,
+        }
+    }
+
+    /// Stops the search component, lets `damage` act on its index directory, and
+    /// starts it again.
+    async fn restart_search(&mut self, damage: impl FnOnce(&std::path::Path)) {
+        let fresh = Shutdown::new();
+        let old = std::mem::replace(
+            &mut self.search_node,
+            SearchNode {
+                shutdown: fresh,
+                serving: tokio::spawn(async { Ok(()) }),
+            },
+        );
+        old.stop().await;
+        damage(&self.index_dir);
+        let (node, client) =
+            SearchNode::start(&self.settings, search_config(&self.index_dir)).await;
+        self.search_node = node;
+        self.search = client;
+    }
+
+    async fn reindex(&self, id: &str) -> Result<pb::ReindexResponse, tonic::Status> {
+        self.search
+            .clone()
+            .reindex(pb::ReindexRequest {
+                request_id: id.to_owned(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    async fn reindex_state(&self, id: &str) -> Result<pb::ReindexResponse, tonic::Status> {
+        self.search
+            .clone()
+            .get_reindex(pb::GetReindexRequest {
+                request_id: id.to_owned(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Waits until the reindex `id` has ended; returns its final state.
+    async fn reindexed(&self, id: &str) -> pb::ReindexResponse {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let state = self.reindex_state(id).await.expect("get reindex");
+            if state.state != pb::ReindexState::Running as i32 {
+                return state;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "reindex {id} still running: {state:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -496,5 +593,217 @@ async fn redelivery_never_duplicates_and_poison_is_dead_lettered() {
         .expect("dead-letter queue");
     assert_eq!(dead.message_count(), 1);
     let _ = connection.close(0, "done".into()).await;
+    world.cleanup_broker().await;
+}
+
+/// The generation directory the index's `current` file names.
+fn current_generation(index_dir: &std::path::Path) -> PathBuf {
+    let name = std::fs::read_to_string(index_dir.join("current")).expect("current file");
+    index_dir.join(name.trim())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reindex_rebuilds_a_corrupted_index_from_history_once_per_request_id() {
+    let mut world = World::start().await;
+    let ids = world.register(&["gina", "hank", "iris"]).await;
+    let (gina, hank, iris) = (&ids[0], &ids[1], &ids[2]);
+    let group = world.group(gina, std::slice::from_ref(hank)).await;
+    let mut sent = Vec::new();
+    for n in 0..12 {
+        sent.push(
+            world
+                .send(gina, &group, &format!("历史消息 number{n}"))
+                .await,
+        );
+    }
+    // iris joins later: the rebuilt index must keep her scope (only later messages).
+    world
+        .message
+        .clone()
+        .add_members(pb::AddMembersRequest {
+            user_id: gina.clone(),
+            conversation_id: group.clone(),
+            user_ids: vec![iris.clone()],
+        })
+        .await
+        .expect("add iris");
+    let late = world.send(hank, &group, "历史消息 late").await;
+    sent.push(late.clone());
+    world.indexed(iris, "历史", &late).await;
+    let before = world.contents(hank, "历史").await;
+    assert_eq!(before.len(), 13);
+
+    // The index is corrupted while the search component is down: it comes back empty.
+    world
+        .restart_search(|dir| {
+            std::fs::write(current_generation(dir).join("meta.json"), b"{ broken")
+                .expect("corrupt the index");
+        })
+        .await;
+    assert!(world.contents(hank, "历史").await.is_empty());
+
+    // Bad ids are refused; an unknown id is not found.
+    for bad in ["", "has space", &"x".repeat(129)] {
+        let status = world.reindex(bad).await.expect_err("bad id");
+        assert_eq!(status.code(), Code::InvalidArgument, "{bad:?}");
+    }
+    assert_eq!(
+        world
+            .reindex_state("never-asked")
+            .await
+            .expect_err("unknown")
+            .code(),
+        Code::NotFound
+    );
+
+    let started = world.reindex("rebuild-1").await.expect("reindex");
+    assert_eq!(started.request_id, "rebuild-1");
+    assert_eq!(started.state, pb::ReindexState::Running as i32);
+    let done = world.reindexed("rebuild-1").await;
+    assert_eq!(done.state, pb::ReindexState::Succeeded as i32, "{done:?}");
+    assert_eq!(done.documents, 13);
+    assert!(done.finished_at.is_some() && done.error.is_empty());
+    assert_eq!(done.started_at, started.started_at);
+
+    // Everything is back, scope included: iris finds only the message after her join.
+    let mut after = world.contents(hank, "历史").await;
+    let mut expected = before.clone();
+    after.sort();
+    expected.sort();
+    assert_eq!(after, expected);
+    assert_eq!(world.contents(iris, "历史").await, vec!["历史消息 late"]);
+
+    // The same request id starts nothing new: it answers the finished rebuild, also
+    // after a restart (the state is kept beside the index).
+    let again = world.reindex("rebuild-1").await.expect("same id");
+    assert_eq!(again, done);
+    world.restart_search(|_| {}).await;
+    assert_eq!(world.reindex("rebuild-1").await.expect("same id"), done);
+    assert_eq!(world.reindex_state("").await.expect("latest"), done);
+    assert_eq!(world.contents(hank, "历史").await.len(), 13);
+    world.cleanup_broker().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queries_are_answered_during_a_reindex_and_no_change_is_lost() {
+    let world = World::start().await;
+    let ids = world.register(&["jade", "kurt"]).await;
+    let (jade, kurt) = (&ids[0], &ids[1]);
+    let group = world.group(jade, std::slice::from_ref(kurt)).await;
+    let mut sent = Vec::new();
+    for n in 0..40 {
+        sent.push(world.send(jade, &group, &format!("alpha item{n}")).await);
+    }
+    world.indexed(kurt, "alpha", &sent[39]).await;
+    let all = |r: &mut pb::SearchMessagesRequest| {
+        r.page = Some(pb::PageRequest {
+            limit: 100,
+            cursor: String::new(),
+        })
+    };
+
+    // 40 messages in pages of 5 with a pause between pages: it runs for a while.
+    let started = world.reindex("during-1").await.expect("reindex");
+    assert_eq!(started.state, pb::ReindexState::Running as i32);
+    let refused = world.reindex("during-2").await.expect_err("another id");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("during-1"),
+        "{}",
+        refused.message()
+    );
+    // Searches keep being answered, completely, from the old index.
+    let mut answered_while_running = 0;
+    loop {
+        let hits = world.search(kurt, "alpha", all).await.expect("search").hits;
+        let state = world.reindex_state("during-1").await.expect("state");
+        if state.state != pb::ReindexState::Running as i32 {
+            break;
+        }
+        assert_eq!(hits.len(), 40);
+        answered_while_running += 1;
+        if answered_while_running == 3 {
+            break;
+        }
+    }
+    assert!(
+        answered_while_running > 0,
+        "the reindex ended before any search"
+    );
+
+    // Changes while it runs: a new message, and (hand-published, as a later issue's
+    // message service will) an edit and a delete of messages the history still shows
+    // in their old form.
+    let fresh = world.send(kurt, &group, "beta during the rebuild").await;
+    let mut edited = sent[0].clone();
+    edited.content = "gamma after the edit".into();
+    let (connection, channel) = world.amqp_channel().await;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    let names = Names::new(&world.settings);
+    let edit = pb::Event {
+        payload: Some(pb::event::Payload::MessageEdited(pb::MessageEdited {
+            message: Some(edited.clone()),
+        })),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let delete = pb::Event {
+        payload: Some(pb::event::Payload::MessageDeleted(pb::MessageDeleted {
+            message_id: sent[1].id.clone(),
+            conversation_id: group.clone(),
+            seq: sent[1].seq,
+        })),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    publish_confirmed(
+        &channel,
+        &names.exchange,
+        &[
+            (SEARCH_INDEX_ROUTING_KEY, edit),
+            (SEARCH_INDEX_ROUTING_KEY, delete),
+        ],
+    )
+    .await
+    .expect("publish");
+    let _ = connection.close(0, "done".into()).await;
+
+    let done = world.reindexed("during-1").await;
+    assert_eq!(done.state, pb::ReindexState::Succeeded as i32, "{done:?}");
+
+    world.indexed(jade, "beta", &fresh).await;
+    world.indexed(jade, "gamma", &edited).await;
+    let alpha: Vec<String> = world
+        .search(kurt, "alpha", all)
+        .await
+        .expect("search")
+        .hits
+        .into_iter()
+        .map(|h| h.message.expect("message").id)
+        .collect();
+    assert_eq!(alpha.len(), 38);
+    assert!(!alpha.contains(&sent[0].id) && !alpha.contains(&sent[1].id));
+
+    // A new request id may start once the first one ended. The hand-published edit
+    // and delete never reached the message history, so a rebuild from it brings back
+    // what the history holds.
+    let second = world.reindex("during-2").await.expect("after the first");
+    assert_eq!(second.request_id, "during-2");
+    let second = world.reindexed("during-2").await;
+    assert_eq!(second.state, pb::ReindexState::Succeeded as i32);
+    assert_eq!(second.documents, 41);
+    assert_eq!(
+        world
+            .search(kurt, "alpha", all)
+            .await
+            .expect("search")
+            .hits
+            .len(),
+        40
+    );
+    assert!(world.contents(kurt, "gamma").await.is_empty());
     world.cleanup_broker().await;
 }

@@ -19,6 +19,8 @@ pub struct Server {
     pub admin: String,
     pub log: PathBuf,
     pub client: reqwest::Client,
+    /// The addresses file the binary wrote (`http`, `admin`, `grpc.<component>`).
+    pub addresses: Value,
     dir: PathBuf,
     _env: TestEnv,
 }
@@ -81,6 +83,7 @@ impl Server {
             http: String::new(),
             admin: String::new(),
             log,
+            addresses: Value::Null,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(20))
                 .build()
@@ -109,6 +112,7 @@ impl Server {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
+        server.addresses = addresses.clone();
         server.http = format!(
             "http://{}",
             addresses["http"].as_str().expect("http address")

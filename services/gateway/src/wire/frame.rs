@@ -404,6 +404,8 @@ pub fn event(payload: &pb::event::Payload) -> Option<Utf8Bytes> {
             },
         ),
         Payload::Kick(_) => return None,
+        // Consumed by the search index; clients get no frame for them yet.
+        Payload::MessageEdited(_) | Payload::MessageDeleted(_) => return None,
     })
 }
 
