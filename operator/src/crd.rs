@@ -63,7 +63,11 @@ pub const DEFAULT_MAX_PROPERTIES: u64 = 64;
     validation = Rule::new("self.search.backend != 'embedded' || !has(self.search.autoscaling)").message("the embedded search index lives on one pod: spec.search.autoscaling needs the elasticsearch backend").field_path(".search.autoscaling"),
     validation = Rule::new("!has(self.file.storage.volume) || self.file.storage.volume.accessMode == 'ReadWriteMany' || self.file.replicas <= 1").message("a ReadWriteOnce file volume can be mounted by one pod only: use accessMode ReadWriteMany or s3 storage for spec.file.replicas > 1").field_path(".file.replicas"),
     validation = Rule::new("!has(self.file.storage.volume) || self.file.storage.volume.accessMode == 'ReadWriteMany' || !has(self.file.autoscaling) || self.file.autoscaling.maxReplicas <= 1").message("a ReadWriteOnce file volume can be mounted by one pod only: use accessMode ReadWriteMany or s3 storage to autoscale spec.file").field_path(".file.autoscaling"),
-    validation = Rule::new("!has(oldSelf.installation) || (has(self.installation) && self.installation == oldSelf.installation)").message("spec.installation is immutable: it prefixes every Redis key and RabbitMQ queue of the installation").field_path(".installation")
+    validation = Rule::new("!has(oldSelf.installation) || (has(self.installation) && self.installation == oldSelf.installation)").message("spec.installation is immutable: it prefixes every Redis key and RabbitMQ queue of the installation").field_path(".installation"),
+    validation = Rule::new("self.postgres.mode in ['managed', 'external', 'cloudnativepg'] && !has(self.postgres.rabbitmqOperator) && !has(self.postgres.eck)").message("spec.postgres.mode is managed, external or cloudnativepg (rabbitmqOperator and eck do not apply to PostgreSQL)").field_path(".postgres.mode"),
+    validation = Rule::new("self.redis.mode in ['managed', 'external'] && !has(self.redis.cloudnativepg) && !has(self.redis.rabbitmqOperator) && !has(self.redis.eck)").message("spec.redis.mode is managed or external").field_path(".redis.mode"),
+    validation = Rule::new("self.rabbitmq.mode in ['managed', 'external', 'rabbitmq-operator'] && !has(self.rabbitmq.cloudnativepg) && !has(self.rabbitmq.eck)").message("spec.rabbitmq.mode is managed, external or rabbitmq-operator (cloudnativepg and eck do not apply to RabbitMQ)").field_path(".rabbitmq.mode"),
+    validation = Rule::new("!has(self.elasticsearch) || (self.elasticsearch.mode in ['managed', 'external', 'eck'] && !has(self.elasticsearch.cloudnativepg) && !has(self.elasticsearch.rabbitmqOperator))").message("spec.elasticsearch.mode is managed, external or eck (cloudnativepg and rabbitmqOperator do not apply to Elasticsearch)").field_path(".elasticsearch")
 )]
 pub struct BeehiveClusterSpec {
     /// The `beehive` container image that every component runs (`beehive serve <component>`,
@@ -337,8 +341,12 @@ pub struct AutoscalingSpec {
     /// Most pods.
     #[schemars(range(min = 1, max = 1000))]
     pub max_replicas: i32,
-    /// Average CPU utilisation (percent of the CPU request) the autoscaler aims for.
-    #[serde(default = "default_cpu_target")]
+    /// Average CPU utilisation (percent of the CPU request) the autoscaler aims for (named
+    /// as in HorizontalPodAutoscaler v1).
+    #[serde(
+        default = "default_cpu_target",
+        rename = "targetCPUUtilizationPercentage"
+    )]
     #[schemars(range(min = 1, max = 100))]
     pub target_cpu_utilization_percentage: i32,
 }
@@ -398,7 +406,9 @@ pub struct GatewaySpec {
     pub rate_limits: bool,
     /// Seconds over which a stopping gateway sends its clients `reconnect` and closes their
     /// sockets in waves, so a rollout causes no reconnect storm
-    /// (BEEHIVE_GATEWAY_DRAIN_WINDOW). The pods' termination grace period is this plus 15 s.
+    /// (BEEHIVE_GATEWAY_DRAIN_WINDOW). A terminating pod first pauses 5 s (preStop) so it
+    /// leaves the Service's endpoints before the drain starts; its termination grace period
+    /// is this plus 20 s.
     #[serde(default = "default_drain_seconds")]
     #[schemars(range(min = 0, max = 600))]
     pub drain_seconds: i64,
@@ -411,6 +421,10 @@ fn default_drain_seconds() -> i64 {
 /// Seconds a gateway pod gets after SIGTERM beyond its drain window: the gateway's own
 /// bound on a drain overrunning (5 s) and on in-flight HTTP requests (5 s), with margin.
 pub const GATEWAY_EXIT_GRACE_SECONDS: i64 = 15;
+
+/// Seconds a terminating gateway pod pauses (preStop) before it gets SIGTERM, so endpoint
+/// controllers and load balancers stop routing to it before it starts draining.
+pub const GATEWAY_PRESTOP_SECONDS: i64 = 5;
 
 impl Default for GatewaySpec {
     fn default() -> Self {
@@ -621,7 +635,7 @@ fn default_url_key() -> String {
 }
 
 /// The search component.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SearchSpec {
     /// Pods of search.
@@ -635,6 +649,35 @@ pub struct SearchSpec {
     /// Volume of the embedded index (one per search pod).
     #[serde(default)]
     pub index_storage: VolumeSpec,
+    /// Message events indexed in one commit at most (BEEHIVE_SEARCH_BATCH_SIZE).
+    #[serde(default = "default_search_batch_size")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub batch_size: i32,
+    /// Longest wait in milliseconds between the first event of a batch and its commit, i.e.
+    /// until new messages are searchable (BEEHIVE_SEARCH_COMMIT_INTERVAL).
+    #[serde(default = "default_search_commit_interval_ms")]
+    #[schemars(range(min = 10, max = 60000))]
+    pub commit_interval_ms: i32,
+}
+
+fn default_search_batch_size() -> i32 {
+    500
+}
+
+fn default_search_commit_interval_ms() -> i32 {
+    500
+}
+
+impl Default for SearchSpec {
+    fn default() -> Self {
+        Self {
+            workload: WorkloadSpec::default(),
+            backend: SearchBackend::default(),
+            index_storage: VolumeSpec::default(),
+            batch_size: default_search_batch_size(),
+            commit_interval_ms: default_search_commit_interval_ms(),
+        }
+    }
 }
 
 /// Search backend.
@@ -774,6 +817,11 @@ pub struct DatastoreSpec {
     /// `managed`: the operator runs a single-replica StatefulSet with a PersistentVolumeClaim
     /// and generated credentials (development, kind; its data is deleted with the
     /// BeehiveCluster). `external`: use the server whose URL is in external.secretRef.
+    /// Production engines run by their own operators, which must be installed in the cluster:
+    /// `cloudnativepg` (spec.postgres only: a CloudNativePG Cluster, settings in
+    /// `cloudnativepg`), `rabbitmq-operator` (spec.rabbitmq only: a RabbitmqCluster, settings
+    /// in `rabbitmqOperator`), `eck` (spec.elasticsearch only: an ECK Elasticsearch, settings
+    /// in `eck`).
     #[serde(default)]
     pub mode: DatastoreMode,
     /// The external server.
@@ -782,17 +830,170 @@ pub struct DatastoreSpec {
     /// The managed server.
     #[serde(default)]
     pub managed: ManagedDatastore,
+    /// The CloudNativePG Cluster of mode cloudnativepg (spec.postgres only). Its defaults
+    /// apply when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloudnativepg: Option<CloudNativePgSpec>,
+    /// The RabbitmqCluster of mode rabbitmq-operator (spec.rabbitmq only). Its defaults apply
+    /// when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rabbitmq_operator: Option<RabbitmqOperatorSpec>,
+    /// The ECK Elasticsearch of mode eck (spec.elasticsearch only). Its defaults apply when
+    /// unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eck: Option<EckSpec>,
+}
+
+fn default_operator_replicas() -> i32 {
+    3
+}
+
+/// A PostgreSQL cluster run by CloudNativePG (postgresql.cnpg.io/v1 `Cluster`
+/// `<cluster>-postgres`). The components use the Secret CloudNativePG generates for the
+/// application user (`<cluster>-postgres-app`, key `uri`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudNativePgSpec {
+    /// PostgreSQL instances: one primary and instances-1 streaming replicas.
+    #[serde(default = "default_operator_replicas")]
+    #[schemars(range(min = 1, max = 9))]
+    pub instances: i32,
+    /// PostgreSQL image (CloudNativePG's imageName); CloudNativePG's default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub image_name: Option<String>,
+    /// Data volume of each instance.
+    #[serde(default)]
+    pub storage: VolumeSpec,
+    /// CPU/memory of each instance; CloudNativePG's default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for CloudNativePgSpec {
+    fn default() -> Self {
+        Self {
+            instances: default_operator_replicas(),
+            image_name: None,
+            storage: VolumeSpec::default(),
+            resources: None,
+        }
+    }
+}
+
+/// A RabbitMQ cluster run by the RabbitMQ Cluster Operator (rabbitmq.com/v1beta1
+/// `RabbitmqCluster` `<cluster>-rabbitmq`). The components use its default user
+/// (`<cluster>-rabbitmq-default-user`, keys `username` and `password`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RabbitmqOperatorSpec {
+    /// RabbitMQ nodes; an odd number (1, 3, 5) so a network partition leaves one quorum.
+    #[serde(default = "default_operator_replicas")]
+    #[schemars(range(min = 1, max = 9))]
+    pub replicas: i32,
+    /// RabbitMQ image; the RabbitMQ Cluster Operator's default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub image: Option<String>,
+    /// Persistent volume of each node.
+    #[serde(default)]
+    pub storage: VolumeSpec,
+    /// CPU/memory of each node (requests and limits only); the RabbitMQ Cluster Operator's
+    /// default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for RabbitmqOperatorSpec {
+    fn default() -> Self {
+        Self {
+            replicas: default_operator_replicas(),
+            image: None,
+            storage: VolumeSpec::default(),
+            resources: None,
+        }
+    }
+}
+
+/// An Elasticsearch cluster run by ECK (elasticsearch.k8s.elastic.co/v1 `Elasticsearch`
+/// `<cluster>-es`, one node set `default`, HTTP without TLS inside the cluster). The search
+/// component uses the `elastic` user ECK generates (`<cluster>-es-es-elastic-user`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EckSpec {
+    /// Elasticsearch version (8.x: the search component's client speaks the 8.x API).
+    #[serde(default = "default_es_version")]
+    #[schemars(length(min = 5, max = 32), regex(pattern = r"^8\.[0-9]+\.[0-9]+$"))]
+    pub version: String,
+    /// Elasticsearch nodes (all master-eligible data nodes).
+    #[serde(default = "default_operator_replicas")]
+    #[schemars(range(min = 1, max = 50))]
+    pub count: i32,
+    /// Data volume of each node.
+    #[serde(default)]
+    pub storage: VolumeSpec,
+    /// CPU/memory of the elasticsearch container; ECK's default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+fn default_es_version() -> String {
+    "8.19.4".into()
+}
+
+impl Default for EckSpec {
+    fn default() -> Self {
+        Self {
+            version: default_es_version(),
+            count: default_operator_replicas(),
+            storage: VolumeSpec::default(),
+            resources: None,
+        }
+    }
 }
 
 /// Datastore mode.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "lowercase")]
 pub enum DatastoreMode {
     /// The operator runs it.
     #[default]
+    #[serde(rename = "managed")]
     Managed,
     /// It runs elsewhere.
+    #[serde(rename = "external")]
     External,
+    /// spec.postgres only: a CloudNativePG `Cluster` (postgresql.cnpg.io/v1).
+    #[serde(rename = "cloudnativepg")]
+    CloudNativePg,
+    /// spec.rabbitmq only: a `RabbitmqCluster` of the RabbitMQ Cluster Operator
+    /// (rabbitmq.com/v1beta1).
+    #[serde(rename = "rabbitmq-operator")]
+    RabbitmqOperator,
+    /// spec.elasticsearch only: an ECK `Elasticsearch` (elasticsearch.k8s.elastic.co/v1).
+    #[serde(rename = "eck")]
+    Eck,
+}
+
+impl DatastoreMode {
+    /// The spelling in the spec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DatastoreMode::Managed => "managed",
+            DatastoreMode::External => "external",
+            DatastoreMode::CloudNativePg => "cloudnativepg",
+            DatastoreMode::RabbitmqOperator => "rabbitmq-operator",
+            DatastoreMode::Eck => "eck",
+        }
+    }
+
+    /// Whether another operator (CloudNativePG, the RabbitMQ Cluster Operator, ECK) runs the
+    /// datastore from an object this operator creates.
+    pub fn is_operator(self) -> bool {
+        matches!(
+            self,
+            DatastoreMode::CloudNativePg | DatastoreMode::RabbitmqOperator | DatastoreMode::Eck
+        )
+    }
 }
 
 /// An external datastore.
@@ -855,6 +1056,20 @@ pub struct MonitoringSpec {
     /// of every component. Needs the Prometheus Operator CRDs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_monitor: Option<ServiceMonitorSpec>,
+    /// Create a PrometheusRule (monitoring.coreos.com/v1) `<cluster>-alerts` with Beehive's
+    /// alerts: a component down, p99 latency over 1 s, error rate over 1 %, outbox or queue
+    /// backlog over 1000, search lag. Needs the Prometheus Operator CRDs.
+    #[serde(default)]
+    pub prometheus_rule: bool,
+    /// Create a ConfigMap `<cluster>-dashboard` labelled `grafana_dashboard: "1"` holding
+    /// Beehive's Grafana dashboard, for Grafana's dashboard sidecar to load.
+    #[serde(default)]
+    pub grafana_dashboard: bool,
+    /// Extra labels of the PrometheusRule and the dashboard ConfigMap (e.g. release:
+    /// kube-prometheus-stack so the Prometheus selects the rule).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(length(max = 16))]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// ServiceMonitor settings.

@@ -1104,6 +1104,58 @@ fn resolve_field_path(path: &str, node: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks an object against the openAPIV3Schema of a CRD version as the API server does
+/// with strict field validation (`kubectl apply --validate=strict`, server-side apply's
+/// default): a field the schema does not know (outside `x-kubernetes-preserve-unknown-fields`
+/// and `metadata`, which the API server validates itself) is refused, then the OpenAPI
+/// keywords (types, enums, bounds, patterns, required) are checked.
+pub fn validate_object(object: &Value, schema: &Value) -> Vec<Finding> {
+    let mut out = Vec::new();
+    unknown_fields(object, schema, "", &mut out);
+    validate_value(object, schema, "<root>", &mut out);
+    out
+}
+
+fn unknown_fields(value: &Value, schema: &Value, path: &str, out: &mut Vec<Finding>) {
+    if schema["x-kubernetes-preserve-unknown-fields"] == true {
+        return;
+    }
+    match value {
+        Value::Object(map) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            let additional = schema.get("additionalProperties");
+            for (k, v) in map {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                if path.is_empty() && k == "metadata" {
+                    continue;
+                }
+                if let Some(s) = props.and_then(|props| props.get(k)) {
+                    unknown_fields(v, s, &p, out);
+                } else if let Some(a) = additional.filter(|a| a.is_object()) {
+                    unknown_fields(v, a, &p, out);
+                } else if additional != Some(&Value::Bool(true)) {
+                    out.push(Finding {
+                        path: p,
+                        message: "unknown field".into(),
+                    });
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(s) = schema.get("items") {
+                for (i, item) in items.iter().enumerate() {
+                    unknown_fields(item, s, &format!("{path}[{i}]"), out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 /// A default must survive pruning, pass the schema it sits in (OpenAPI keywords and the CEL
 /// rules of that subtree), and pass again once its children's defaults are applied (what a
 /// user's object gets).

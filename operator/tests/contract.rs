@@ -22,6 +22,10 @@ fn sample_value(var: &str) -> String {
         "BEEHIVE_SMTP_URL" => "smtps://u:p@smtp.example.com:465".into(),
         "BEEHIVE_FILE_S3_URL" => "s3://a:b@minio:9000/bucket".into(),
         "BEEHIVE_INSTANCE_ID" => "demo-gateway-abc".into(),
+        // Read from the Secrets of the RabbitMQ Cluster Operator and ECK (URL-safe).
+        "RABBITMQ_USERNAME" => "default_user_abc-_".into(),
+        "RABBITMQ_PASSWORD" => "pAss-word_1".into(),
+        "ELASTICSEARCH_PASSWORD" => "s3cr3t".into(),
         other => panic!("no sample for {other}"),
     }
 }
@@ -36,10 +40,36 @@ fn environment(config: &ConfigMap, c: &Container) -> BTreeMap<String, String> {
         env.extend(config.data.clone().unwrap_or_default());
     }
     for e in c.env.iter().flatten() {
-        let value = e.value.clone().unwrap_or_else(|| sample_value(&e.name));
+        let value = match &e.value {
+            Some(v) => expand(v, &env),
+            None => sample_value(&e.name),
+        };
         env.insert(e.name.clone(), value);
     }
     env
+}
+
+/// The kubelet's `$(VAR)` expansion: a variable defined earlier in the container's
+/// environment is substituted; anything else is left as written.
+fn expand(value: &str, env: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("$(") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match after.find(')') {
+            Some(end) if env.contains_key(&after[..end]) => {
+                out.push_str(&env[&after[..end]]);
+                rest = &after[end + 1..];
+            }
+            _ => {
+                out.push_str("$(");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn clusters() -> Vec<BeehiveCluster> {
@@ -54,6 +84,12 @@ fn clusters() -> Vec<BeehiveCluster> {
             "gateway": {"corsOrigins": ["https://a.example"], "trustedProxies": ["10.0.0.0/8"], "rateLimits": false},
             "otlpEndpoint": "http://otel:4317",
             "installation": "prod"
+        }),
+        json!({
+            "postgres": {"mode": "cloudnativepg"},
+            "rabbitmq": {"mode": "rabbitmq-operator"},
+            "search": {"backend": "elasticsearch", "replicas": 2, "batchSize": 1000, "commitIntervalMs": 250},
+            "elasticsearch": {"mode": "eck"},
         }),
     ];
     specs
@@ -119,7 +155,13 @@ fn every_variable_set_is_read_by_the_services_and_parses() {
                         c.name
                     );
                 }
-                let (settings, report) = Settings::from_map(&env).unwrap_or_else(|e| {
+                // The process reads the BEEHIVE_* variables only (Settings::load).
+                let beehive: BTreeMap<String, String> = env
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("BEEHIVE_"))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                let (settings, report) = Settings::from_map(&beehive).unwrap_or_else(|e| {
                     panic!(
                         "{comp:?}/{}: the services reject the operator's settings: {e}",
                         c.name
@@ -134,6 +176,28 @@ fn every_variable_set_is_read_by_the_services_and_parses() {
                             format!("http://demo-{}.chat.svc:{}", other.name(), other.port())
                         );
                     }
+                }
+                assert!(
+                    env.values().all(|v| !v.contains("$(")),
+                    "{comp:?}/{}: a $(VAR) reference is not expanded: {env:?}",
+                    c.name
+                );
+                if env.contains_key("RABBITMQ_USERNAME") {
+                    assert_eq!(
+                        env["BEEHIVE_AMQP_URL"],
+                        "amqp://default_user_abc-_:pAss-word_1@demo-rabbitmq.chat.svc:5672/%2f"
+                    );
+                }
+                if comp == Some(Component::Search) && env.contains_key("ELASTICSEARCH_PASSWORD") {
+                    assert_eq!(
+                        env["BEEHIVE_ELASTICSEARCH_URL"],
+                        "http://elastic:s3cr3t@demo-es-es-http.chat.svc:9200"
+                    );
+                    assert_eq!(settings.search_batch_size, 1000);
+                    assert_eq!(
+                        settings.search_commit_interval,
+                        std::time::Duration::from_millis(250)
+                    );
                 }
                 assert_eq!(settings.http_addr.port(), 8080);
                 assert_eq!(settings.admin_addr.port(), 9090);

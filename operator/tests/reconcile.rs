@@ -20,6 +20,12 @@ const STATEFULSETS: &str = "/apis/apps/v1/namespaces/chat/statefulsets";
 const HPAS: &str = "/apis/autoscaling/v2/namespaces/chat/horizontalpodautoscalers";
 const JOBS: &str = "/apis/batch/v1/namespaces/chat/jobs";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/chat/events";
+const PROMETHEUS_RULES: &str = "/apis/monitoring.coreos.com/v1/namespaces/chat/prometheusrules";
+const CONFIGMAPS: &str = "/api/v1/namespaces/chat/configmaps";
+const CNPG_CLUSTERS: &str = "/apis/postgresql.cnpg.io/v1/namespaces/chat/clusters";
+const RABBITMQ_CLUSTERS: &str = "/apis/rabbitmq.com/v1beta1/namespaces/chat/rabbitmqclusters";
+const ELASTICSEARCHES: &str =
+    "/apis/elasticsearch.k8s.elastic.co/v1/namespaces/chat/elasticsearches";
 
 fn fixed_now() -> Timestamp {
     Timestamp::from_second(1_767_225_600).unwrap()
@@ -136,6 +142,7 @@ fn child_lists() -> Vec<String> {
         "/apis/networking.k8s.io/v1/namespaces/chat/networkpolicies",
         "/apis/networking.k8s.io/v1/namespaces/chat/ingresses",
         "/apis/monitoring.coreos.com/v1/namespaces/chat/servicemonitors",
+        PROMETHEUS_RULES,
     ]
     .iter()
     .map(|c| format!("LIST {c}"))
@@ -163,6 +170,10 @@ fn path_of(kind: &str, name: &str) -> String {
         "NetworkPolicy" => "/apis/networking.k8s.io/v1/namespaces/chat/networkpolicies",
         "Ingress" => "/apis/networking.k8s.io/v1/namespaces/chat/ingresses",
         "ServiceMonitor" => "/apis/monitoring.coreos.com/v1/namespaces/chat/servicemonitors",
+        "PrometheusRule" => PROMETHEUS_RULES,
+        "Cluster" => CNPG_CLUSTERS,
+        "RabbitmqCluster" => RABBITMQ_CLUSTERS,
+        "Elasticsearch" => ELASTICSEARCHES,
         other => panic!("unknown kind {other}"),
     };
     format!("{coll}/{name}")
@@ -714,6 +725,7 @@ async fn autoscaled_components_get_an_hpa_and_no_replica_count() {
     let h = Harness::new();
     h.create_cluster(json!({
         "gateway": {"autoscaling": {"minReplicas": 2, "maxReplicas": 6}},
+        "message": {"autoscaling": {"minReplicas": 1, "maxReplicas": 4, "targetCPUUtilizationPercentage": 55}},
     }));
     h.reconcile().await.unwrap();
     let hpa = h
@@ -745,6 +757,12 @@ async fn autoscaled_components_get_an_hpa_and_no_replica_count() {
         "the PDB follows the autoscaler's maximum"
     );
     assert!(h.fake.get(HPAS, "demo-auth").is_none());
+    assert_eq!(
+        h.fake.get(HPAS, "demo-message").expect("message HPA")["spec"]["metrics"][0]["resource"]["target"]
+            ["averageUtilization"],
+        55,
+        "spec.<component>.autoscaling.targetCPUUtilizationPercentage, as documented"
+    );
 
     // Turning autoscaling off deletes the autoscaler and the operator owns replicas again.
     h.update_spec(|s| s["gateway"] = json!({"replicas": 3}));
@@ -753,5 +771,307 @@ async fn autoscaled_components_get_an_hpa_and_no_replica_count() {
     assert_eq!(
         h.fake.get(DEPLOYMENTS, "demo-gateway").unwrap()["spec"]["replicas"],
         3
+    );
+}
+
+fn secret(name: &str, data: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "chat"},
+           "data": data})
+}
+
+fn env_of(deployment: &Value) -> Vec<Value> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn operated_spec() -> Value {
+    json!({
+        "postgres": {"mode": "cloudnativepg", "cloudnativepg": {"instances": 3}},
+        "rabbitmq": {"mode": "rabbitmq-operator"},
+        "search": {"backend": "elasticsearch", "replicas": 2},
+        "elasticsearch": {"mode": "eck", "eck": {"count": 3}},
+    })
+}
+
+#[tokio::test]
+async fn datastores_of_other_operators_are_created_owned_and_awaited() {
+    let h = Harness::new();
+    h.create_cluster(operated_spec());
+    let action = h.reconcile().await.unwrap();
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(reconcile::REQUEUE_PROGRESSING)
+    );
+    let log = h.fake.take_log();
+    // Their Secrets are awaited, never generated: only the JWT Secret and managed Redis's.
+    let posts: Vec<&String> = log
+        .iter()
+        .filter(|l| *l == &format!("POST {SECRETS}"))
+        .collect();
+    assert_eq!(posts.len(), 2, "{log:?}");
+    assert!(h.fake.get(SECRETS, "demo-postgres-app").is_none());
+    for (coll, name) in [
+        (CNPG_CLUSTERS, "demo-postgres"),
+        (RABBITMQ_CLUSTERS, "demo-rabbitmq"),
+        (ELASTICSEARCHES, "demo-es"),
+    ] {
+        assert!(
+            log.contains(&format!("APPLY {coll}/{name}")),
+            "{coll}/{name} not applied: {log:?}"
+        );
+        let obj = h.fake.get(coll, name).unwrap();
+        assert_eq!(
+            obj["metadata"]["ownerReferences"][0]["kind"],
+            "BeehiveCluster"
+        );
+        assert_eq!(obj["metadata"]["ownerReferences"][0]["controller"], true);
+    }
+    assert_eq!(
+        h.fake.get(CNPG_CLUSTERS, "demo-postgres").unwrap()["spec"]["instances"],
+        3
+    );
+    // No single-replica StatefulSets for them; Redis stays managed.
+    assert!(h.fake.get(STATEFULSETS, "demo-postgres").is_none());
+    assert!(h.fake.get(STATEFULSETS, "demo-rabbitmq").is_none());
+    assert!(h.fake.get(STATEFULSETS, "demo-redis").is_some());
+
+    // The components read the generated Secrets.
+    let auth = h.fake.get(DEPLOYMENTS, "demo-auth").unwrap();
+    let db = env_of(&auth)
+        .into_iter()
+        .find(|e| e["name"] == "BEEHIVE_DATABASE_URL")
+        .unwrap();
+    assert_eq!(db["valueFrom"]["secretKeyRef"]["name"], "demo-postgres-app");
+    assert_eq!(db["valueFrom"]["secretKeyRef"]["key"], "uri");
+    let message = h.fake.get(DEPLOYMENTS, "demo-message").unwrap();
+    let amqp = env_of(&message)
+        .into_iter()
+        .find(|e| e["name"] == "BEEHIVE_AMQP_URL")
+        .unwrap();
+    assert_eq!(
+        amqp["value"],
+        "amqp://$(RABBITMQ_USERNAME):$(RABBITMQ_PASSWORD)@demo-rabbitmq.chat.svc:5672/%2f"
+    );
+
+    // Status: waiting for them, not degraded.
+    assert_eq!(h.status()["phase"], "Progressing");
+    assert_eq!(h.condition("Degraded")["status"], "False");
+    let waiting = h.condition("Ready")["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        waiting.contains("postgres 0/3 (CloudNativePG: no status yet)"),
+        "{waiting}"
+    );
+    assert!(waiting.contains("rabbitmq 0/3"), "{waiting}");
+    assert!(waiting.contains("elasticsearch 0/3"), "{waiting}");
+
+    // The other operators do their work: Secrets appear, the pods that read them roll.
+    let hash = |name: &str| {
+        h.fake.get(DEPLOYMENTS, name).unwrap()["spec"]["template"]["metadata"]["annotations"]
+            ["beehive.dev/config-hash"]
+            .clone()
+    };
+    let (auth_before, presence_before) = (hash("demo-auth"), hash("demo-presence"));
+    h.fake.seed(
+        SECRETS,
+        secret(
+            "demo-postgres-app",
+            json!({"uri": "cG9zdGdyZXNxbDovL2FwcDpwQGRiL2FwcA=="}),
+        ),
+    );
+    h.fake.seed(
+        SECRETS,
+        secret(
+            "demo-rabbitmq-default-user",
+            json!({"username": "dQ==", "password": "cA=="}),
+        ),
+    );
+    h.fake.seed(
+        SECRETS,
+        secret("demo-es-es-elastic-user", json!({"elastic": "cA=="})),
+    );
+    h.fake.modify(
+        CNPG_CLUSTERS,
+        "demo-postgres",
+        false,
+        |o| {
+            o["status"] =
+                json!({"phase": "Cluster in healthy state", "readyInstances": 3, "instances": 3})
+        },
+    );
+    h.fake
+        .modify(RABBITMQ_CLUSTERS, "demo-rabbitmq", false, |o| {
+            o["status"] = json!({"observedGeneration": 1,
+            "conditions": [{"type": "AllReplicasReady", "status": "True"}]})
+        });
+    h.fake.modify(ELASTICSEARCHES, "demo-es", false, |o| {
+        o["status"] = json!({"health": "green", "phase": "Ready", "availableNodes": 3, "observedGeneration": 1})
+    });
+    h.fake.take_log();
+    h.reconcile().await.unwrap();
+    assert_ne!(
+        hash("demo-auth"),
+        auth_before,
+        "auth reads the database Secret"
+    );
+    assert_eq!(
+        hash("demo-presence"),
+        presence_before,
+        "presence reads none of them"
+    );
+    h.make_everything_ready();
+    h.reconcile().await.unwrap();
+    assert_eq!(h.status()["phase"], "Ready", "{}", h.status());
+    assert_eq!(h.status()["components"]["postgres"]["readyReplicas"], 3);
+    assert_eq!(
+        h.status()["components"]["elasticsearch"]["readyReplicas"],
+        3
+    );
+
+    // A steady state causes no writes, also with these kinds.
+    h.fake.take_log();
+    h.reconcile().await.unwrap();
+    assert!(writes(&h.fake.take_log()).is_empty());
+
+    // A CloudNativePG failover: fewer ready instances and another phase.
+    h.fake.modify(CNPG_CLUSTERS, "demo-postgres", false, |o| {
+        o["status"] = json!({"phase": "Failing over", "readyInstances": 2, "instances": 3})
+    });
+    h.reconcile().await.unwrap();
+    assert_eq!(h.status()["phase"], "Progressing");
+    assert!(
+        h.condition("Ready")["message"]
+            .as_str()
+            .unwrap()
+            .contains("postgres 2/3 (CloudNativePG: Failing over)")
+    );
+}
+
+#[tokio::test]
+async fn a_missing_datastore_operator_is_a_clear_degraded_reason_not_an_error() {
+    let h = Harness::new();
+    h.fake.fail("LIST", "/apis/postgresql.cnpg.io", 404);
+    h.fake.fail("APPLY", "/apis/postgresql.cnpg.io", 404);
+    h.create_cluster(json!({"postgres": {"mode": "cloudnativepg"}}));
+    let action = h
+        .reconcile()
+        .await
+        .expect("not an error: no crash loop, no back-off");
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(reconcile::REQUEUE_PROGRESSING)
+    );
+    let log = h.fake.take_log();
+    assert!(
+        !log.iter()
+            .any(|l| l.starts_with("APPLY /apis/postgresql.cnpg.io")),
+        "a kind that is not served is not applied: {log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l == &format!("APPLY {DEPLOYMENTS}/demo-auth")),
+        "the rest is"
+    );
+    assert_eq!(h.status()["phase"], "Degraded");
+    let degraded = h.condition("Degraded");
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], "CRDNotInstalled");
+    let msg = degraded["message"].as_str().unwrap();
+    assert!(
+        msg.contains("postgresql.cnpg.io/v1 Cluster is not served")
+            && msg.contains("install CloudNativePG"),
+        "{msg}"
+    );
+    let warnings = |h: &Harness| {
+        h.fake
+            .list(EVENTS)
+            .into_iter()
+            .filter(|e| e["type"] == "Warning")
+            .count()
+    };
+    assert_eq!(warnings(&h), 1);
+    // Again and again: reads only, no new event.
+    for _ in 0..3 {
+        h.reconcile().await.unwrap();
+    }
+    assert!(writes(&h.fake.take_log()).is_empty());
+    assert_eq!(warnings(&h), 1);
+
+    // CloudNativePG gets installed: the Cluster is created and the reason goes away.
+    h.fake.heal();
+    h.reconcile().await.unwrap();
+    assert!(h.fake.get(CNPG_CLUSTERS, "demo-postgres").is_some());
+    assert_eq!(h.condition("Degraded")["status"], "False");
+}
+
+#[tokio::test]
+async fn changing_the_mode_never_deletes_a_database() {
+    let h = Harness::new();
+    h.create_cluster(json!({"postgres": {"mode": "cloudnativepg"}}));
+    h.reconcile().await.unwrap();
+    assert!(h.fake.get(CNPG_CLUSTERS, "demo-postgres").is_some());
+    h.fake.seed(
+        SECRETS,
+        secret("pg", json!({"url": "cG9zdGdyZXM6Ly9hQGRiL2I="})),
+    );
+    h.update_spec(|s| {
+        s["postgres"] = json!({"mode": "external", "external": {"secretRef": {"name": "pg"}}})
+    });
+    h.reconcile().await.unwrap();
+    let log = h.fake.take_log();
+    assert!(
+        !log.iter().any(|l| l.contains("postgresql.cnpg.io")),
+        "{log:?}"
+    );
+    assert!(h.fake.get(CNPG_CLUSTERS, "demo-postgres").is_some());
+}
+
+#[tokio::test]
+async fn alerts_and_dashboard_follow_spec_monitoring() {
+    let h = Harness::new();
+    h.create_cluster(
+        json!({"monitoring": {"prometheusRule": true, "grafanaDashboard": true,
+        "labels": {"release": "prom"}}}),
+    );
+    h.reconcile().await.unwrap();
+    let rule = h
+        .fake
+        .get(PROMETHEUS_RULES, "demo-alerts")
+        .expect("PrometheusRule");
+    assert_eq!(rule["metadata"]["labels"]["release"], "prom");
+    assert_eq!(
+        rule["spec"]["groups"][0]["rules"][0]["alert"],
+        "BeehiveComponentDown"
+    );
+    let dash = h
+        .fake
+        .get(CONFIGMAPS, "demo-dashboard")
+        .expect("dashboard ConfigMap");
+    assert_eq!(dash["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert!(
+        dash["data"]["beehive.json"]
+            .as_str()
+            .unwrap()
+            .contains("\"panels\"")
+    );
+    h.update_spec(|s| s["monitoring"] = json!({}));
+    h.reconcile().await.unwrap();
+    assert!(h.fake.get(PROMETHEUS_RULES, "demo-alerts").is_none());
+    assert!(h.fake.get(CONFIGMAPS, "demo-dashboard").is_none());
+    // Without the Prometheus Operator the rule is a clear Degraded reason.
+    h.fake.fail("LIST", "/apis/monitoring.coreos.com", 404);
+    h.fake.fail("APPLY", "/apis/monitoring.coreos.com", 404);
+    h.update_spec(|s| s["monitoring"] = json!({"prometheusRule": true}));
+    h.reconcile().await.unwrap();
+    assert_eq!(h.condition("Degraded")["reason"], "CRDNotInstalled");
+    assert!(
+        h.condition("Degraded")["message"]
+            .as_str()
+            .unwrap()
+            .contains("monitoring.coreos.com/v1 PrometheusRule")
     );
 }

@@ -82,8 +82,20 @@ app.kubernetes.io/part-of: beehive
   resources: ["networkpolicies", "ingresses"]
   verbs: ["get", "list", "create", "patch", "delete"]
 - apiGroups: ["monitoring.coreos.com"]
-  resources: ["servicemonitors"]
+  resources: ["servicemonitors", "prometheusrules"]
   verbs: ["get", "list", "create", "patch", "delete"]
+# Datastores run by their own operators (spec.<datastore>.mode cloudnativepg,
+# rabbitmq-operator, eck). Never deleted by the operator (the garbage collector removes them
+# with their BeehiveCluster), so no delete.
+- apiGroups: ["postgresql.cnpg.io"]
+  resources: ["clusters"]
+  verbs: ["get", "list", "create", "patch"]
+- apiGroups: ["rabbitmq.com"]
+  resources: ["rabbitmqclusters"]
+  verbs: ["get", "list", "create", "patch"]
+- apiGroups: ["elasticsearch.k8s.elastic.co"]
+  resources: ["elasticsearches"]
+  verbs: ["get", "list", "create", "patch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

@@ -31,6 +31,9 @@ pub fn children_selector(cluster: &str) -> String {
 pub struct Observed {
     /// The objects.
     pub objects: BTreeMap<(ChildKind, String), DynamicObject>,
+    /// Optional kinds the API server does not serve (404: CRD not installed) or the operator
+    /// may not list (403), with that status code.
+    pub unavailable: BTreeMap<ChildKind, u16>,
 }
 
 impl Observed {
@@ -122,16 +125,21 @@ impl ApplyCache {
     }
 }
 
-/// Lists every child of a cluster. Kinds the API server does not serve (the ServiceMonitor
-/// CRD is optional) or the operator may not list count as empty.
+/// Lists every child of a cluster. Datastores run by other operators are listed only when
+/// desired (`wanted`), so they are never pruned. Optional kinds the API server does not
+/// serve or the operator may not list count as empty and are recorded as unavailable.
 pub async fn list_children(
     client: &Client,
     namespace: &str,
     cluster: &str,
+    wanted: &[ChildKind],
 ) -> Result<Observed, kube::Error> {
     let mut observed = Observed::default();
     let lp = ListParams::default().labels(&children_selector(cluster));
     for kind in ChildKind::ALL {
+        if kind.is_datastore() && !wanted.contains(&kind) {
+            continue;
+        }
         let api: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), namespace, &kind.api_resource());
         match api.list(&lp).await {
@@ -142,6 +150,7 @@ pub async fn list_children(
             }
             Err(kube::Error::Api(s)) if kind.optional() && (s.code == 404 || s.code == 403) => {
                 tracing::debug!(%kind, code = s.code, "kind not available; skipped");
+                observed.unavailable.insert(kind, s.code);
             }
             Err(e) => return Err(e),
         }
@@ -171,6 +180,7 @@ pub fn orphans<'a>(
     observed
         .objects
         .iter()
+        .filter(|((kind, _), _)| !kind.is_datastore())
         .filter(|((kind, name), _)| !desired.iter().any(|d| d.kind == *kind && &d.name() == name))
         .filter(|(_, obj)| {
             obj.owner_references()

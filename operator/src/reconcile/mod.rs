@@ -32,7 +32,7 @@ use crate::crd::{BeehiveCluster, BeehiveClusterStatus};
 use crate::metrics;
 use apply::ApplyCache;
 use build::secret::Entropy;
-use build::{BuildError, ChildKind, ClusterRef, FIELD_MANAGER, Inputs, sha256_hex};
+use build::{BuildError, ChildKind, ClusterRef, FIELD_MANAGER, Inputs, SecretSource, sha256_hex};
 use status::Outcome;
 
 /// Requeue interval of a ready cluster (picks up changed external Secrets).
@@ -264,7 +264,8 @@ async fn pipeline(obj: &DynamicObject, ctx: &Context) -> Result<Verdict, Error> 
     };
 
     // 5. apply, then remove orphans
-    let mut observed = apply::list_children(&ctx.client, &ns, &name).await?;
+    let wanted: Vec<ChildKind> = desired.objects.iter().map(|d| d.kind).collect();
+    let mut observed = apply::list_children(&ctx.client, &ns, &name, &wanted).await?;
     let migration_job = desired
         .objects
         .iter()
@@ -272,6 +273,10 @@ async fn pipeline(obj: &DynamicObject, ctx: &Context) -> Result<Verdict, Error> 
         .map(|d| d.name())
         .unwrap_or_default();
     for d in &desired.objects {
+        // A kind whose CRD is not installed: reported on the status, retried later.
+        if observed.unavailable.contains_key(&d.kind) {
+            continue;
+        }
         let existing = observed.get(d.kind, &d.name());
         if !ctx.cache.needs_apply(&ns, d, existing) {
             continue;
@@ -294,12 +299,19 @@ async fn pipeline(obj: &DynamicObject, ctx: &Context) -> Result<Verdict, Error> 
                 }
                 observed.insert(d.kind, applied);
             }
+            // Listing found no such kind only if nothing was listed yet; an apply can still
+            // meet a CRD removed meanwhile.
+            Err(kube::Error::Api(s)) if d.kind.optional() && s.code == 404 => {
+                tracing::debug!(object = %d.key(), "kind not served; skipped");
+                observed.unavailable.insert(d.kind, 404);
+            }
             Err(source) => return Ok(child_failed("applying", d.key(), source)),
         }
     }
     let uid = obj.metadata.uid.clone().unwrap_or_default();
     let orphans: Vec<(ChildKind, String)> = apply::orphans(&desired.objects, &observed, &uid)
         .into_iter()
+        .filter(|(kind, _)| !observed.unavailable.contains_key(kind))
         .map(|(kind, o)| (kind, o.name_any()))
         .collect();
     for (kind, child) in &orphans {
@@ -354,17 +366,20 @@ async fn resolve_secrets(
     let mut inputs = Inputs::default();
     let mut missing = Vec::new();
     let mut generated_names: Vec<String> = Vec::new();
-    let mut by_name: BTreeMap<String, (bool, BTreeSet<String>)> = BTreeMap::new();
-    for (r, generated) in c.secret_refs() {
+    let mut by_name: BTreeMap<String, (SecretSource, BTreeSet<String>)> = BTreeMap::new();
+    for (r, source) in c.secret_refs() {
         let e = by_name
             .entry(r.name.clone())
-            .or_insert((generated, BTreeSet::new()));
-        e.0 |= generated;
+            .or_insert((source, BTreeSet::new()));
+        // Generated wins over required: the operator can create it.
+        if source == SecretSource::Generated {
+            e.0 = source;
+        }
         e.1.insert(r.key.clone());
     }
-    for (name, (generated, keys)) in by_name {
+    for (name, (source, keys)) in by_name {
         let mut secret = api.get_opt(&name).await?;
-        if secret.is_none() && generated {
+        if secret.is_none() && source == SecretSource::Generated {
             let entropy = (ctx.entropy)();
             if let Some(new) = build::secret::generated(c, &name, &entropy)? {
                 match api.create(&PostParams::default(), &new).await {
@@ -383,8 +398,12 @@ async fn resolve_secrets(
             }
         }
         let Some(secret) = secret else {
-            for k in keys {
-                missing.push(format!("{name}/{k}"));
+            // A datastore operator creates it once its cluster is up: the pods wait for it
+            // (and roll once when it appears), the status waits for the datastore.
+            if source != SecretSource::DatastoreOperator {
+                for k in keys {
+                    missing.push(format!("{name}/{k}"));
+                }
             }
             continue;
         };
@@ -407,6 +426,7 @@ async fn resolve_secrets(
                         .secret_hashes
                         .insert(format!("{name}/{k}"), sha256_hex(&v));
                 }
+                None if source == SecretSource::DatastoreOperator => {}
                 None => missing.push(format!("{name}/{k}")),
             }
         }

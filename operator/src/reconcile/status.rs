@@ -9,7 +9,7 @@ use kube::api::DynamicObject;
 use serde_json::Value;
 
 use super::apply::Observed;
-use super::build::{ChildKind, ClusterRef, Datastore};
+use super::build::{ChildKind, ClusterRef, operated};
 use crate::component::Component;
 use crate::component::ComponentExt as _;
 use crate::crd::{BeehiveClusterStatus, ComponentStatus, ServiceType};
@@ -60,6 +60,51 @@ pub struct Progress {
     pub migration: Option<Migration>,
     /// The image tag every component has rolled out to, when they all have.
     pub rolled_out_version: Option<String>,
+    /// Kinds the installation needs that the API server does not serve or the operator may
+    /// not use: (condition reason, message).
+    pub unavailable: Vec<(String, String)>,
+}
+
+/// The optional kinds a cluster's spec asks for.
+fn wanted_optional_kinds(c: &ClusterRef<'_>) -> Vec<ChildKind> {
+    let spec = &c.cluster.spec;
+    let mut kinds: Vec<ChildKind> = operated::operated(c).into_iter().map(|(_, k)| k).collect();
+    if spec
+        .monitoring
+        .service_monitor
+        .as_ref()
+        .is_some_and(|s| s.enabled)
+    {
+        kinds.push(ChildKind::ServiceMonitor);
+    }
+    if spec.monitoring.prometheus_rule {
+        kinds.push(ChildKind::PrometheusRule);
+    }
+    kinds
+}
+
+/// Why a wanted kind cannot be used: (reason, message).
+fn unavailable_kind(kind: ChildKind, code: u16) -> (String, String) {
+    let ar = kind.api_resource();
+    if code == 403 {
+        (
+            "Forbidden".into(),
+            format!(
+                "the operator may not use {} {} ({}): grant it in the operator's RBAC (upgrade the chart or charts/install.yaml)",
+                ar.api_version, ar.kind, ar.plural
+            ),
+        )
+    } else {
+        (
+            "CRDNotInstalled".into(),
+            format!(
+                "{} {} is not served by the API server (its CRD is not installed): {}",
+                ar.api_version,
+                ar.kind,
+                kind.missing_hint()
+            ),
+        )
+    }
 }
 
 fn int(v: &Value, path: &[&str]) -> i64 {
@@ -178,7 +223,36 @@ pub fn progress(c: &ClusterRef<'_>, observed: &Observed, migration_job: &str) ->
         }
         p.components.insert(ds.name().into(), st);
     }
-    let _ = Datastore::ALL;
+    for (ds, kind) in operated::operated(c) {
+        if observed.unavailable.contains_key(&kind) {
+            continue;
+        }
+        let desired = operated::desired_size(c, ds);
+        let obj = observed.get(kind, &operated::object_name(c, ds));
+        let r = operated::readiness(kind, desired, obj);
+        if !r.ready_for_use {
+            p.waiting.push(format!(
+                "{} {}/{} ({})",
+                ds.name(),
+                r.ready,
+                desired,
+                r.detail
+            ));
+        }
+        p.components.insert(
+            ds.name().into(),
+            ComponentStatus {
+                replicas: desired,
+                ready_replicas: r.ready,
+                updated_replicas: r.ready,
+            },
+        );
+    }
+    for kind in wanted_optional_kinds(c) {
+        if let Some(code) = observed.unavailable.get(&kind) {
+            p.unavailable.push(unavailable_kind(kind, *code));
+        }
+    }
     p.migration = Some(migration_state(observed.get(ChildKind::Job, migration_job)));
     p
 }
@@ -350,7 +424,21 @@ pub fn compute(
             if let Some(version) = &p.rolled_out_version {
                 s.version = Some(version.clone());
             }
+            let unavailable = p.unavailable.first().map(|(reason, _)| reason.clone());
             match &p.migration {
+                _ if unavailable.is_some() => {
+                    let reason = unavailable.as_deref().unwrap_or("CRDNotInstalled");
+                    let msg = p
+                        .unavailable
+                        .iter()
+                        .map(|(_, m)| m.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    set_condition(conds, READY, false, reason, &msg, generation, now);
+                    set_condition(conds, PROGRESSING, false, reason, &msg, generation, now);
+                    set_condition(conds, DEGRADED, true, reason, &msg, generation, now);
+                    phase = "Degraded";
+                }
                 Some(Migration::Failed(msg)) => {
                     let msg = format!("migration Job failed: {msg}");
                     set_condition(
@@ -543,6 +631,7 @@ mod tests {
             waiting: vec![],
             migration: Some(Migration::Succeeded),
             rolled_out_version: Some("1.2.3".into()),
+            unavailable: vec![],
         }
     }
 

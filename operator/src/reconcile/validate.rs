@@ -62,14 +62,42 @@ pub fn validate(cluster: &BeehiveCluster) -> Vec<String> {
         _ => {}
     }
     for ds in Datastore::ALL {
-        if let Some(d) = ds.spec(spec)
-            && d.mode == DatastoreMode::External
-            && d.external.is_none()
-        {
+        let Some(d) = ds.spec(spec) else { continue };
+        if d.mode == DatastoreMode::External && d.external.is_none() {
             problems.push(format!(
                 "spec.{}.external.secretRef is required in external mode",
                 ds.name()
             ));
+        }
+        if d.mode.is_operator() && crate::reconcile::build::operated::kind_for(ds, d.mode).is_none()
+        {
+            problems.push(format!(
+                "spec.{}.mode {} does not apply to {}",
+                ds.name(),
+                d.mode.as_str(),
+                ds.name()
+            ));
+        }
+        for (section, set, mode) in [
+            (
+                "cloudnativepg",
+                d.cloudnativepg.is_some(),
+                DatastoreMode::CloudNativePg,
+            ),
+            (
+                "rabbitmqOperator",
+                d.rabbitmq_operator.is_some(),
+                DatastoreMode::RabbitmqOperator,
+            ),
+            ("eck", d.eck.is_some(), DatastoreMode::Eck),
+        ] {
+            if set && crate::reconcile::build::operated::kind_for(ds, mode).is_none() {
+                problems.push(format!(
+                    "spec.{}.{section} does not apply to {}",
+                    ds.name(),
+                    ds.name()
+                ));
+            }
         }
     }
     let svc = &spec.gateway.service;
@@ -132,6 +160,31 @@ mod tests {
         assert!(all.contains("spec.file.replicas"), "{all}");
         assert!(all.contains("spec.redis.external"), "{all}");
         assert!(all.contains("nodePort"), "{all}");
+    }
+
+    #[test]
+    fn operator_modes_only_where_they_apply() {
+        let spec: crate::crd::BeehiveClusterSpec = serde_json::from_value(serde_json::json!({
+            "postgres": {"mode": "rabbitmq-operator"},
+            "redis": {"mode": "cloudnativepg"},
+            "rabbitmq": {"mode": "rabbitmq-operator", "eck": {}},
+        }))
+        .unwrap();
+        let all = validate(&cluster("demo", spec)).join("\n");
+        assert!(
+            all.contains("spec.postgres.mode rabbitmq-operator"),
+            "{all}"
+        );
+        assert!(all.contains("spec.redis.mode cloudnativepg"), "{all}");
+        assert!(all.contains("spec.rabbitmq.eck"), "{all}");
+        let ok: crate::crd::BeehiveClusterSpec = serde_json::from_value(serde_json::json!({
+            "postgres": {"mode": "cloudnativepg"},
+            "rabbitmq": {"mode": "rabbitmq-operator"},
+            "search": {"backend": "elasticsearch", "replicas": 2},
+            "elasticsearch": {"mode": "eck"},
+        }))
+        .unwrap();
+        assert!(validate(&cluster("demo", ok)).is_empty());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use beehive_common::admin::Readiness;
-use beehive_common::component::{Bound, ComponentError, Context, Infra};
+use beehive_common::component::{Bound, ComponentError, Context, Infra, ServeFuture};
 use beehive_common::config::{Component, Settings};
 use beehive_common::shutdown::Shutdown;
 use sqlx::migrate::Migrator;
@@ -197,6 +197,13 @@ pub async fn start(
     }
 
     let infra = Infra::new(settings.clone());
+    // With the gateway and other components in one process, the shutdown signal reaches
+    // the gateway only; the others stop once it has drained (see [`run_components`]).
+    let rest = if components.contains(&Component::Gateway) && components.len() > 1 {
+        Shutdown::new()
+    } else {
+        shutdown.clone()
+    };
     let context = Context {
         settings: settings.clone(),
         infra,
@@ -208,7 +215,15 @@ pub async fn start(
     let mut http = None;
     for (component, listener) in listeners {
         let bind = registry.components[&component];
-        let bound = bind(context.clone(), listener).await?;
+        let context = if component == Component::Gateway {
+            context.clone()
+        } else {
+            Context {
+                shutdown: rest.clone(),
+                ..context.clone()
+            }
+        };
+        let bound = bind(context, listener).await?;
         tracing::info!(component = %component, addr = %bound.addr, "component started");
         if component == Component::Gateway {
             http = Some(bound.addr);
@@ -235,36 +250,7 @@ pub async fn start(
 
     let done = Box::pin(async move {
         let admin_task = tokio::spawn(admin_serve);
-        let mut tasks = Vec::new();
-        for (component, serve) in serving {
-            let shutdown = shutdown.clone();
-            tasks.push(tokio::spawn(async move {
-                let result = serve.await;
-                if let Err(error) = &result {
-                    // One component failing takes the process down rather than leaving a
-                    // half-working server behind a passing liveness probe.
-                    tracing::error!(component = %component, %error, "component stopped with an error");
-                    shutdown.trigger();
-                }
-                result
-            }));
-        }
-        let mut first_error = None;
-        for task in tasks {
-            match task.await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => {
-                    first_error.get_or_insert(ServeError::Component(error));
-                }
-                Err(join) => {
-                    first_error.get_or_insert(ServeError::Component(ComponentError::failed(
-                        Component::Gateway,
-                        join.to_string(),
-                    )));
-                }
-            }
-        }
-        shutdown.trigger();
+        let first_error = run_components(serving, shutdown, rest).await;
         admin_stop.trigger();
         let _ = admin_task.await;
         match first_error {
@@ -273,6 +259,62 @@ pub async fn start(
         }
     });
     Ok(Running { addresses, done })
+}
+
+/// Serves every component to the end and returns the first error.
+///
+/// `shutdown` is the process's signal (SIGTERM); `rest` is the one the components other
+/// than the gateway serve until (the same signal when there is no gateway among them).
+/// With a gateway, SIGTERM stops it first: it drains its sockets over its window while
+/// every other component keeps answering the calls the drain still makes (and the
+/// reconnects of clients to other processes), and `rest` fires once the gateway has
+/// exited. A component failing stops everything at once.
+pub async fn run_components(
+    serving: Vec<(Component, ServeFuture)>,
+    shutdown: Shutdown,
+    rest: Shutdown,
+) -> Option<ServeError> {
+    let mut tasks = Vec::new();
+    for (component, serve) in serving {
+        let shutdown = shutdown.clone();
+        let rest = rest.clone();
+        tasks.push((
+            component,
+            tokio::spawn(async move {
+                let result = serve.await;
+                if let Err(error) = &result {
+                    // One component failing takes the process down rather than leaving a
+                    // half-working server behind a passing liveness probe.
+                    tracing::error!(component = %component, %error, "component stopped with an error");
+                    shutdown.trigger();
+                    rest.trigger();
+                }
+                if component == Component::Gateway {
+                    tracing::info!("gateway stopped; stopping the other components");
+                    rest.trigger();
+                }
+                result
+            }),
+        ));
+    }
+    let mut first_error = None;
+    for (component, task) in tasks {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                first_error.get_or_insert(ServeError::Component(error));
+            }
+            Err(join) => {
+                first_error.get_or_insert(ServeError::Component(ComponentError::failed(
+                    component,
+                    join.to_string(),
+                )));
+            }
+        }
+    }
+    shutdown.trigger();
+    rest.trigger();
+    first_error
 }
 
 /// Writes the addresses as JSON, atomically (write then rename), so a reader never sees
@@ -286,4 +328,110 @@ pub fn write_addr_file(path: &std::path::Path, addresses: &Addresses) -> Result<
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, json).map_err(error)?;
     std::fs::rename(&tmp, path).map_err(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A component that serves until its signal, then takes `drain` to stop, logging both.
+    fn component(
+        name: &'static str,
+        signal: Shutdown,
+        drain: Duration,
+        log: Arc<Mutex<Vec<String>>>,
+    ) -> ServeFuture {
+        Box::pin(async move {
+            signal.wait().await;
+            log.lock().expect("log").push(format!("{name} signalled"));
+            tokio::time::sleep(drain).await;
+            log.lock().expect("log").push(format!("{name} stopped"));
+            Ok(())
+        })
+    }
+
+    #[tokio::test]
+    async fn sigterm_stops_the_gateway_first_and_the_rest_after_its_drain() {
+        let shutdown = Shutdown::new();
+        let rest = Shutdown::new();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let serving = vec![
+            (
+                Component::Gateway,
+                component(
+                    "gateway",
+                    shutdown.clone(),
+                    Duration::from_secs(2),
+                    log.clone(),
+                ),
+            ),
+            (
+                Component::Auth,
+                component("auth", rest.clone(), Duration::from_millis(10), log.clone()),
+            ),
+            (
+                Component::Message,
+                component(
+                    "message",
+                    rest.clone(),
+                    Duration::from_millis(10),
+                    log.clone(),
+                ),
+            ),
+        ];
+        let run = tokio::spawn(run_components(serving, shutdown.clone(), rest.clone()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        shutdown.trigger();
+        // During the gateway's drain (2 s) the others still serve.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!rest.is_triggered());
+        assert_eq!(
+            *log.lock().expect("log"),
+            vec!["gateway signalled".to_string()]
+        );
+        assert!(run.await.expect("joined").is_none());
+        let log = log.lock().expect("log").clone();
+        let at = |entry: &str| log.iter().position(|l| l == entry).expect(entry);
+        assert!(at("gateway stopped") < at("auth signalled"), "{log:?}");
+        assert!(at("gateway stopped") < at("message signalled"), "{log:?}");
+        assert_eq!(log.len(), 6, "{log:?}");
+    }
+
+    #[tokio::test]
+    async fn a_failing_component_stops_everything_at_once() {
+        let shutdown = Shutdown::new();
+        let rest = Shutdown::new();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let failing: ServeFuture = Box::pin(async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Err(ComponentError::failed(Component::Auth, "database gone"))
+        });
+        let serving = vec![
+            (
+                Component::Gateway,
+                component(
+                    "gateway",
+                    shutdown.clone(),
+                    Duration::from_secs(1),
+                    log.clone(),
+                ),
+            ),
+            (Component::Auth, failing),
+            (
+                Component::Message,
+                component(
+                    "message",
+                    rest.clone(),
+                    Duration::from_millis(10),
+                    log.clone(),
+                ),
+            ),
+        ];
+        let error = run_components(serving, shutdown.clone(), rest.clone()).await;
+        assert!(matches!(error, Some(ServeError::Component(_))), "{error:?}");
+        let log = log.lock().expect("log").clone();
+        let at = |entry: &str| log.iter().position(|l| l == entry).expect(entry);
+        assert!(at("message signalled") < at("gateway stopped"), "{log:?}");
+    }
 }

@@ -319,8 +319,16 @@ impl EventBus {
     }
 }
 
+/// Histogram: handing a batch of messages to the broker (one basic.publish each).
+pub const PUBLISH_DURATION: &str = "beehive_amqp_publish_duration_seconds";
+/// Histogram: waiting for the broker's confirms of a published batch.
+pub const CONFIRM_DURATION: &str = "beehive_amqp_confirm_duration_seconds";
+/// Gauge: messages ready in a queue, by `queue` (sampled by the outbox relay).
+pub const QUEUE_MESSAGES: &str = "beehive_amqp_queue_messages";
+
 /// Publishes every payload, then awaits every confirm (one round of confirms per
-/// batch rather than per message).
+/// batch rather than per message); both phases are timed ([`PUBLISH_DURATION`],
+/// [`CONFIRM_DURATION`]).
 pub async fn publish_confirmed(
     channel: &lapin::Channel,
     exchange: &str,
@@ -330,6 +338,7 @@ pub async fn publish_confirmed(
         .with_delivery_mode(2)
         .with_content_type(short("application/x-protobuf"));
     let mut confirms = Vec::with_capacity(payloads.len());
+    let started = std::time::Instant::now();
     for (routing_key, payload) in payloads {
         let confirm = channel
             .basic_publish(
@@ -342,6 +351,8 @@ pub async fn publish_confirmed(
             .await?;
         confirms.push(confirm);
     }
+    metrics::histogram!(PUBLISH_DURATION).record(started.elapsed().as_secs_f64());
+    let started = std::time::Instant::now();
     for confirm in confirms {
         let confirmation = confirm.await?;
         if confirmation.is_nack() {
@@ -351,6 +362,7 @@ pub async fn publish_confirmed(
             )));
         }
     }
+    metrics::histogram!(CONFIRM_DURATION).record(started.elapsed().as_secs_f64());
     Ok(())
 }
 

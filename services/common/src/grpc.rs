@@ -9,6 +9,12 @@
 //!
 //! Servers: [`server`] builds a tonic server with a deadline, HTTP/2 keepalive and a
 //! [`LoadShedLayer`] that answers `unavailable` when the in-flight limit is reached.
+//!
+//! Metrics: every call through a [`ClientChannel`] and every request a server's
+//! [`LoadShedLayer`] sees is timed per method and gRPC status code
+//! (`beehive_grpc_client_request_duration_seconds`,
+//! `beehive_grpc_server_request_duration_seconds`), until the response headers: the whole
+//! call for unary RPCs, the time to the first message for streams.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -148,9 +154,55 @@ impl tower::Service<http::Request<tonic::body::Body>> for ClientChannel {
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let method = request.uri().path().to_owned();
+        let started = std::time::Instant::now();
         let future = tower::Service::call(&mut self.inner, request);
-        Box::pin(async move { future.await.map_err(client_error) })
+        Box::pin(async move {
+            let result = future.await.map_err(client_error);
+            let code = match &result {
+                Ok(response) => response_code(response),
+                Err(error) => error
+                    .downcast_ref::<tonic::Status>()
+                    .map_or(tonic::Code::Unavailable, tonic::Status::code),
+            };
+            record_call(CLIENT_DURATION, method, code, started);
+            result
+        })
     }
+}
+
+/// Histogram of the calls a process makes, by method and status code.
+pub const CLIENT_DURATION: &str = "beehive_grpc_client_request_duration_seconds";
+/// Histogram of the requests a process serves, by method and status code.
+pub const SERVER_DURATION: &str = "beehive_grpc_server_request_duration_seconds";
+
+/// The status of a response: `grpc-status` in the headers (a trailers-only response, what
+/// tonic sends for an error returned by a handler), else OK (the status of a successful
+/// call comes in the trailers).
+fn response_code<B>(response: &http::Response<B>) -> tonic::Code {
+    response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map_or(tonic::Code::Ok, tonic::Code::from_i32)
+}
+
+/// Records one call. Paths of methods that do not exist (answered `unimplemented`) share
+/// one label value, so a client cannot grow the series without bound.
+fn record_call(
+    metric: &'static str,
+    method: String,
+    code: tonic::Code,
+    started: std::time::Instant,
+) {
+    let method = if code == tonic::Code::Unimplemented {
+        "unknown".to_owned()
+    } else {
+        method.trim_start_matches('/').to_owned()
+    };
+    metrics::histogram!(metric, "method" => method, "code" => format!("{code:?}"))
+        .record(started.elapsed().as_secs_f64());
 }
 
 /// Builds [`ClientChannel`]s.
@@ -296,6 +348,8 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let method = request.uri().path().to_owned();
+        let started = std::time::Instant::now();
         let permit: Option<OwnedSemaphorePermit> = self.permits.clone().try_acquire_owned().ok();
         match permit {
             Some(permit) => {
@@ -305,6 +359,11 @@ where
                     let response = future.await;
                     drop(permit);
                     metrics::gauge!("beehive_grpc_in_flight").decrement(1.0);
+                    let code = match &response {
+                        Ok(r) => response_code(r),
+                        Err(_) => tonic::Code::Internal,
+                    };
+                    record_call(SERVER_DURATION, method, code, started);
                     response
                 })
             }
@@ -313,6 +372,7 @@ where
                 let status = tonic::Status::from(Error::Unavailable(
                     "server overloaded, retry later".to_owned(),
                 ));
+                record_call(SERVER_DURATION, method, status.code(), started);
                 Box::pin(async move { Ok(status.into_http()) })
             }
         }
@@ -390,6 +450,122 @@ pub async fn health_service<S: tonic::server::NamedService>() -> (
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The count of one series of a rendered scrape, found by its labels.
+    fn count_of(scrape: &str, family: &str, labels: &[&str]) -> Option<u64> {
+        scrape
+            .lines()
+            .filter(|l| l.starts_with(&format!("{family}_count{{")))
+            .find(|l| labels.iter().all(|label| l.contains(label)))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+    }
+
+    #[test]
+    fn server_requests_are_timed_per_method_and_code() {
+        use tower::{Layer as _, Service as _};
+        let recorder = crate::telemetry::prometheus_builder().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            futures::executor::block_on(async {
+                let inner = tower::service_fn(|req: http::Request<()>| async move {
+                    let response = match req.uri().path() {
+                        "/beehive.v1.AuthService/Fail" => {
+                            tonic::Status::internal("boom").into_http()
+                        }
+                        "/nope/Nothing" => tonic::Status::unimplemented("").into_http(),
+                        _ => http::Response::new(tonic::body::Body::empty()),
+                    };
+                    Ok::<_, std::convert::Infallible>(response)
+                });
+                let mut svc = LoadShedLayer::new(8).layer(inner);
+                for path in [
+                    "/beehive.v1.AuthService/Login",
+                    "/beehive.v1.AuthService/Login",
+                    "/beehive.v1.AuthService/Fail",
+                    "/nope/Nothing",
+                ] {
+                    let request = http::Request::builder()
+                        .uri(path)
+                        .body(())
+                        .expect("request");
+                    svc.call(request).await.expect("infallible");
+                }
+            })
+        });
+        let scrape = handle.render();
+        let count = |labels: &[&str]| count_of(&scrape, SERVER_DURATION, labels);
+        assert_eq!(
+            count(&["method=\"beehive.v1.AuthService/Login\"", "code=\"Ok\""]),
+            Some(2),
+            "{scrape}"
+        );
+        assert_eq!(
+            count(&[
+                "method=\"beehive.v1.AuthService/Fail\"",
+                "code=\"Internal\""
+            ]),
+            Some(1)
+        );
+        assert_eq!(
+            count(&["method=\"unknown\"", "code=\"Unimplemented\""]),
+            Some(1)
+        );
+        assert!(
+            !scrape.contains("nope/Nothing"),
+            "unknown paths are not labels"
+        );
+        assert!(
+            scrape.contains(&format!("{SERVER_DURATION}_bucket{{")),
+            "a histogram, not a summary: {scrape}"
+        );
+        assert!(scrape.contains("le=\"0.001\"") && scrape.contains("le=\"300\""));
+    }
+
+    #[test]
+    fn client_calls_are_timed_and_transport_failures_count_as_unavailable() {
+        let recorder = crate::telemetry::prometheus_builder().build_recorder();
+        let handle = recorder.handle();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        // The local recorder is per thread: the call is polled on this one.
+        metrics::with_local_recorder(&recorder, || {
+            runtime.block_on(async {
+                // Nothing listens there: the connection is refused.
+                let channel = Endpoint::from_static("http://127.0.0.1:1")
+                    .connect_timeout(Duration::from_millis(200))
+                    .connect_lazy();
+                let mut settings = Settings::local_defaults();
+                settings.grpc_timeout = Duration::from_millis(500);
+                let mut client = ClientStack::wrap(channel, &settings);
+                let request = http::Request::builder()
+                    .uri("http://127.0.0.1:1/beehive.v1.UserService/GetUser")
+                    .body(tonic::body::Body::empty())
+                    .expect("request");
+                let ready =
+                    futures::future::poll_fn(|cx| tower::Service::poll_ready(&mut client, cx))
+                        .await;
+                if ready.is_ok() {
+                    let _ = tower::Service::call(&mut client, request).await;
+                }
+            })
+        });
+        let scrape = handle.render();
+        assert_eq!(
+            count_of(
+                &scrape,
+                CLIENT_DURATION,
+                &[
+                    "method=\"beehive.v1.UserService/GetUser\"",
+                    "code=\"Unavailable\""
+                ]
+            ),
+            Some(1),
+            "{scrape}"
+        );
+    }
 
     #[tokio::test]
     async fn retry_stops_on_non_retryable_codes() {

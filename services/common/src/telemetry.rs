@@ -106,17 +106,349 @@ pub fn init(settings: &Settings, report: &LoadReport) {
     }
 }
 
+/// Bucket bounds (seconds) of every `*_seconds` histogram: latencies from 1 ms (a
+/// cached lookup) to 10 s (beyond every deadline), then lags up to 5 minutes.
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// The recorder's configuration: `*_seconds` histograms are exported as Prometheus
+/// histograms with [`SECONDS_BUCKETS`] (so alerts can aggregate them across pods with
+/// `histogram_quantile`); other histograms as summaries.
+pub fn prometheus_builder() -> PrometheusBuilder {
+    let builder = PrometheusBuilder::new();
+    match builder.set_buckets_for_metric(
+        metrics_exporter_prometheus::Matcher::Suffix("_seconds".to_owned()),
+        SECONDS_BUCKETS,
+    ) {
+        Ok(builder) => builder,
+        // Only an empty bucket list is refused; SECONDS_BUCKETS is not empty.
+        Err(error) => {
+            tracing::warn!(%error, "histogram buckets refused; exporting summaries");
+            PrometheusBuilder::new()
+        }
+    }
+}
+
+/// The kind of a metric family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up (`_total`).
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// A distribution (`_seconds` ones become Prometheus histograms).
+    Histogram,
+}
+
+/// Every metric family the components export, with its help text (the `# HELP` line
+/// `/metrics` shows and `promtool check metrics` requires). A metric missing here is
+/// exported without help and fails the scrape check (`services/beehive/tests/metrics_scrape.rs`).
+pub const METRICS: &[(&str, Kind, &str)] = &[
+    (
+        "beehive_grpc_server_request_duration_seconds",
+        Kind::Histogram,
+        "gRPC requests served, by method and status code, until the response headers.",
+    ),
+    (
+        "beehive_grpc_client_request_duration_seconds",
+        Kind::Histogram,
+        "gRPC calls made to other components, by method and status code.",
+    ),
+    (
+        "beehive_grpc_in_flight",
+        Kind::Gauge,
+        "gRPC requests being served.",
+    ),
+    (
+        "beehive_grpc_shed_total",
+        Kind::Counter,
+        "gRPC requests refused with unavailable because the in-flight limit was reached.",
+    ),
+    (
+        "beehive_http_request_duration_seconds",
+        Kind::Histogram,
+        "HTTP requests to the gateway, by method, route template and status.",
+    ),
+    (
+        "beehive_ws_frame_duration_seconds",
+        Kind::Histogram,
+        "Handling of WebSocket client frames, by frame type, until the reply is ready.",
+    ),
+    (
+        "beehive_send_to_ack_seconds",
+        Kind::Histogram,
+        "From a send frame to its ack (the message committed).",
+    ),
+    (
+        "beehive_ws_open_sockets",
+        Kind::Gauge,
+        "Open WebSocket connections.",
+    ),
+    (
+        "beehive_ws_upgrades_total",
+        Kind::Counter,
+        "WebSocket connections accepted.",
+    ),
+    (
+        "beehive_ws_overflows_total",
+        Kind::Counter,
+        "WebSockets closed because their outgoing queue overflowed.",
+    ),
+    (
+        "beehive_ws_slow_disconnects_total",
+        Kind::Counter,
+        "WebSockets closed because the client read too slowly.",
+    ),
+    (
+        "beehive_ws_drain_waves_total",
+        Kind::Counter,
+        "Waves of sockets closed while a gateway drains.",
+    ),
+    (
+        "beehive_push_events_total",
+        Kind::Counter,
+        "Events consumed by the gateway for live delivery.",
+    ),
+    (
+        "beehive_push_frames_total",
+        Kind::Counter,
+        "Frames pushed to WebSocket clients.",
+    ),
+    (
+        "beehive_push_rejected_total",
+        Kind::Counter,
+        "Consumed events that could not be decoded.",
+    ),
+    (
+        "beehive_send_batch_size",
+        Kind::Histogram,
+        "Frames written to a socket in one flush.",
+    ),
+    (
+        "beehive_messages_stored_total",
+        Kind::Counter,
+        "Messages committed.",
+    ),
+    (
+        "beehive_outbox_depth",
+        Kind::Gauge,
+        "Rows waiting in the message outbox (sampled).",
+    ),
+    (
+        "beehive_outbox_relay_lag_seconds",
+        Kind::Histogram,
+        "From an outbox row's commit to its publish confirmed by RabbitMQ.",
+    ),
+    (
+        "beehive_outbox_relayed_total",
+        Kind::Counter,
+        "Outbox rows relayed.",
+    ),
+    (
+        "beehive_outbox_published_total",
+        Kind::Counter,
+        "Messages the outbox relay published.",
+    ),
+    (
+        "beehive_outbox_dead_total",
+        Kind::Counter,
+        "Outbox rows moved to the dead table after repeated refusals.",
+    ),
+    (
+        "beehive_outbox_partitions_owned",
+        Kind::Gauge,
+        "Outbox partitions this relay owns.",
+    ),
+    (
+        "beehive_amqp_publish_duration_seconds",
+        Kind::Histogram,
+        "Handing a batch of messages to RabbitMQ (basic.publish of each).",
+    ),
+    (
+        "beehive_amqp_confirm_duration_seconds",
+        Kind::Histogram,
+        "Waiting for RabbitMQ's publisher confirms of a batch.",
+    ),
+    (
+        "beehive_amqp_queue_messages",
+        Kind::Gauge,
+        "Messages ready in a RabbitMQ queue, by queue (sampled).",
+    ),
+    (
+        "beehive_events_published_total",
+        Kind::Counter,
+        "Events published to RabbitMQ outside the outbox relay.",
+    ),
+    (
+        "beehive_auth_sessions_opened_total",
+        Kind::Counter,
+        "Sessions opened (logins).",
+    ),
+    (
+        "beehive_auth_refreshes_total",
+        Kind::Counter,
+        "Refresh token rotations, by outcome.",
+    ),
+    (
+        "beehive_auth_revocations_total",
+        Kind::Counter,
+        "Sessions revoked.",
+    ),
+    (
+        "beehive_auth_revocation_publish_failures_total",
+        Kind::Counter,
+        "Revocations that could not be announced to the gateways.",
+    ),
+    (
+        "beehive_user_registrations_total",
+        Kind::Counter,
+        "Users registered.",
+    ),
+    (
+        "beehive_user_codes_total",
+        Kind::Counter,
+        "Email verification codes, by outcome.",
+    ),
+    (
+        "beehive_user_credential_checks_total",
+        Kind::Counter,
+        "Password checks, by outcome.",
+    ),
+    (
+        "beehive_friend_requests_total",
+        Kind::Counter,
+        "Friend requests, by outcome.",
+    ),
+    (
+        "beehive_social_notify_failures_total",
+        Kind::Counter,
+        "Social notifications that could not be published.",
+    ),
+    (
+        "beehive_presence_registrations_total",
+        Kind::Counter,
+        "Device presence registrations.",
+    ),
+    (
+        "beehive_presence_expired_total",
+        Kind::Counter,
+        "Presence entries expired.",
+    ),
+    (
+        "beehive_presence_announcements_total",
+        Kind::Counter,
+        "Presence changes announced.",
+    ),
+    (
+        "beehive_presence_announcements_dropped_total",
+        Kind::Counter,
+        "Presence announcements dropped under load.",
+    ),
+    (
+        "beehive_presence_announcements_failed_total",
+        Kind::Counter,
+        "Presence announcements that could not be published.",
+    ),
+    (
+        "beehive_search_documents_indexed_total",
+        Kind::Counter,
+        "Messages indexed for search.",
+    ),
+    (
+        "beehive_search_events_rejected_total",
+        Kind::Counter,
+        "Index queue events that could not be used.",
+    ),
+    (
+        "beehive_search_index_lag_seconds",
+        Kind::Gauge,
+        "Age of the newest message of the last committed index batch.",
+    ),
+    (
+        "beehive_search_indexer_consuming",
+        Kind::Gauge,
+        "Whether the indexer is consuming its queue (1) or not (0).",
+    ),
+    (
+        "beehive_search_batch_size",
+        Kind::Histogram,
+        "Events per index commit.",
+    ),
+    (
+        "beehive_search_commit_seconds",
+        Kind::Histogram,
+        "Duration of an index commit.",
+    ),
+    (
+        "beehive_search_query_seconds",
+        Kind::Histogram,
+        "Duration of a search query.",
+    ),
+];
+
+/// Registers the help text of every metric in [`METRICS`] with the installed recorder.
+pub fn describe_metrics() {
+    for &(name, kind, help) in METRICS {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(name, help),
+            Kind::Gauge => metrics::describe_gauge!(name, help),
+            Kind::Histogram => metrics::describe_histogram!(name, help),
+        }
+    }
+}
+
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let recorder = prometheus_builder().build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed");
             }
+            describe_metrics();
             handle
         })
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_are_unique_and_follow_prometheus_naming() {
+        let mut seen = std::collections::BTreeSet::new();
+        for &(name, kind, help) in METRICS {
+            assert!(seen.insert(name), "{name} listed twice");
+            assert!(name.starts_with("beehive_"), "{name}");
+            assert!(!help.is_empty(), "{name}");
+            assert_eq!(
+                name.ends_with("_total"),
+                kind == Kind::Counter,
+                "{name}: counters and only counters end with _total"
+            );
+        }
+    }
+
+    #[test]
+    fn described_metrics_get_help_lines() {
+        let recorder = prometheus_builder().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            describe_metrics();
+            metrics::histogram!("beehive_send_to_ack_seconds").record(0.003);
+        });
+        let text = handle.render();
+        assert!(
+            text.contains("# HELP beehive_send_to_ack_seconds From a send frame"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE beehive_send_to_ack_seconds histogram"),
+            "{text}"
+        );
+    }
 }

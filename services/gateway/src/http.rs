@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -240,9 +240,34 @@ fn canonical(ip: IpAddr) -> IpAddr {
 #[derive(Clone, Debug)]
 pub struct RequestId(pub HeaderValue);
 
+/// Histogram of the gateway's HTTP requests by method, route template and status.
+pub const HTTP_DURATION: &str = "beehive_http_request_duration_seconds";
+
+/// The labels of a request's duration: its route template (`/api/v1/conversations/{id}`,
+/// never the raw path, so ids do not become series; `unmatched` for the 404 fallback)
+/// and its method (`other` for non-standard ones).
+fn route_labels(req: &Request) -> (String, &'static str) {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = match req.method().as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    };
+    (route, method)
+}
+
 /// Gives every request an id (the client's `x-request-id` when sane, else a new
-/// UUID), runs it inside a span carrying the id, echoes the id on the response and
-/// logs one line per request.
+/// UUID), runs it inside a span carrying the id, echoes the id on the response, logs
+/// one line per request and times it per route ([`HTTP_DURATION`]; the layer runs per
+/// route, after routing, so the matched route template is known).
 pub async fn request_context(mut req: Request, next: Next) -> Response {
     let id = req
         .headers()
@@ -268,10 +293,14 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         user_id = tracing::field::Empty,
     );
     let started = Instant::now();
+    let (route, method) = route_labels(&req);
     async move {
         let mut response = next.run(req).await;
         let status = response.status().as_u16();
-        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let elapsed = started.elapsed().as_secs_f64();
+        metrics::histogram!(HTTP_DURATION, "method" => method, "route" => route, "status" => status.to_string())
+            .record(elapsed);
+        let elapsed_ms = elapsed * 1000.0;
         if response.status().is_server_error() {
             tracing::warn!(status, elapsed_ms, "request failed");
         } else {
@@ -350,6 +379,60 @@ mod tests {
         let peer: IpAddr = "10.0.0.2".parse().expect("ip");
         let ip = client_ip(peer, &xff(&["not-an-ip"]), &nets(&["10.0.0.0/8"]));
         assert_eq!(ip, peer);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn requests_are_timed_per_route_template_not_per_path() {
+        use tower::ServiceExt as _;
+        let recorder = beehive_common::telemetry::prometheus_builder().build_recorder();
+        let handle = recorder.handle();
+        // Every poll happens on this thread (current_thread runtime).
+        let _guard = metrics::set_default_local_recorder(&recorder);
+        let app = axum::Router::new()
+            .route(
+                "/api/v1/conversations/{id}",
+                axum::routing::get(|| async { "ok" }),
+            )
+            .fallback(not_found)
+            .layer(axum::middleware::from_fn(request_context));
+        for uri in [
+            "/api/v1/conversations/abc",
+            "/api/v1/conversations/def",
+            "/no/such/thing",
+        ] {
+            let request = Request::builder()
+                .uri(uri)
+                .body(axum::body::Body::empty())
+                .expect("request");
+            app.clone().oneshot(request).await.expect("infallible");
+        }
+        let scrape = handle.render();
+        let count = |labels: &[&str]| {
+            scrape
+                .lines()
+                .filter(|l| l.starts_with(&format!("{HTTP_DURATION}_count{{")))
+                .find(|l| labels.iter().all(|label| l.contains(label)))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|n| n.parse::<u64>().ok())
+        };
+        assert_eq!(
+            count(&[
+                "route=\"/api/v1/conversations/{id}\"",
+                "status=\"200\"",
+                "method=\"GET\""
+            ]),
+            Some(2),
+            "{scrape}"
+        );
+        assert_eq!(
+            count(&["route=\"unmatched\"", "status=\"404\""]),
+            Some(1),
+            "{scrape}"
+        );
+        assert!(
+            !scrape.contains("abc") && !scrape.contains("no/such"),
+            "raw paths never become labels: {scrape}"
+        );
     }
 
     #[test]

@@ -113,7 +113,16 @@ pub struct Relay {
     publisher: Publisher,
     config: RelayConfig,
     shutdown: Shutdown,
+    /// When the backlog gauges were last sampled.
+    sampled_at: Option<std::time::Instant>,
 }
+
+/// Gauge: rows waiting in the outbox (sampled every [`SAMPLE_INTERVAL`]).
+pub const OUTBOX_DEPTH: &str = "beehive_outbox_depth";
+/// Histogram: from a row's commit to its publish confirmed by the broker.
+pub const RELAY_LAG: &str = "beehive_outbox_relay_lag_seconds";
+/// How often the relay samples the outbox depth and the search queue depth.
+const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
 
 impl Relay {
     /// A relay over `pool`, routing through `presence` and publishing to the broker of
@@ -132,6 +141,7 @@ impl Relay {
             publisher: Publisher::new(settings),
             config,
             shutdown,
+            sampled_at: None,
         }
     }
 
@@ -255,6 +265,7 @@ impl Relay {
         conn: &mut PgConnection,
         partitions: &[i16],
     ) -> Result<BatchOutcome, RelayError> {
+        self.sample_backlog(conn).await;
         let rows = sql::fetch(conn, partitions, self.config.batch_size).await?;
         if rows.is_empty() {
             return Ok(BatchOutcome::Empty);
@@ -319,6 +330,11 @@ impl Relay {
             }
         }
         sql::delete(conn, &done).await?;
+        let now = chrono::Utc::now();
+        for row in rows.iter().filter(|r| done.contains(&r.id)) {
+            let lag = (now - row.created_at).to_std().unwrap_or_default();
+            metrics::histogram!(RELAY_LAG).record(lag.as_secs_f64());
+        }
         if !retry.is_empty() {
             tracing::warn!(
                 rows = retry.len(),
@@ -344,6 +360,31 @@ impl Relay {
         metrics::counter!("beehive_outbox_relayed_total").increment(done.len() as u64);
         metrics::counter!("beehive_outbox_published_total").increment(payloads.len() as u64);
         Ok(BatchOutcome::Done { full })
+    }
+
+    /// Samples the backlog gauges, at most every [`SAMPLE_INTERVAL`]: the outbox depth
+    /// and the search index queue's depth. Failures only skip a sample.
+    async fn sample_backlog(&mut self, conn: &mut PgConnection) {
+        if self
+            .sampled_at
+            .is_some_and(|at| at.elapsed() < SAMPLE_INTERVAL)
+        {
+            return;
+        }
+        self.sampled_at = Some(std::time::Instant::now());
+        match sql::depth(conn).await {
+            Ok(depth) => metrics::gauge!(OUTBOX_DEPTH).set(depth as f64),
+            Err(error) => tracing::debug!(%error, "cannot count the outbox"),
+        }
+        let queue = self.publisher.names.search_index_queue.clone();
+        match self.publisher.queue_depth(&queue).await {
+            Ok(messages) => {
+                metrics::gauge!(beehive_common::events::QUEUE_MESSAGES, "queue" => "search_index")
+                    .set(f64::from(messages));
+            }
+            // No search component (yet): its queue does not exist.
+            Err(error) => tracing::debug!(%error, %queue, "cannot read the queue depth"),
+        }
     }
 
     /// Which gateway instances hold each recipient: one RouteUsers call per batch.
@@ -691,6 +732,7 @@ impl Publisher {
             .with_delivery_mode(2)
             .with_content_type(ShortString::from("application/x-protobuf".to_owned()));
         let mut confirms = Vec::with_capacity(payloads.len());
+        let started = std::time::Instant::now();
         for (routing_key, payload) in payloads {
             confirms.push(
                 channel
@@ -704,15 +746,46 @@ impl Publisher {
                     .await?,
             );
         }
+        metrics::histogram!(beehive_common::events::PUBLISH_DURATION)
+            .record(started.elapsed().as_secs_f64());
+        let started = std::time::Instant::now();
         let all = futures::future::join_all(confirms);
         let results = tokio::time::timeout(timeout, all)
             .await
             .map_err(|_| BrokerError::Timeout(timeout))?;
+        metrics::histogram!(beehive_common::events::CONFIRM_DURATION)
+            .record(started.elapsed().as_secs_f64());
         let mut acked = Vec::with_capacity(results.len());
         for result in results {
             acked.push(result?.is_ack());
         }
         Ok(acked)
+    }
+
+    /// Messages ready in `queue`, asked on a channel of its own: a passive declare of a
+    /// missing queue closes the channel it is made on.
+    async fn queue_depth(&mut self, queue: &str) -> Result<u32, BrokerError> {
+        self.channel().await?;
+        let Some((connection, _)) = &self.open else {
+            return Err(BrokerError::Connect("no connection".to_owned()));
+        };
+        let channel = connection.create_channel().await?;
+        let declared = channel
+            .queue_declare(
+                ShortString::from(queue.to_owned()),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..lapin::options::QueueDeclareOptions::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await;
+        if channel.status().connected() {
+            let _ = channel
+                .close(200, ShortString::from("done".to_owned()))
+                .await;
+        }
+        Ok(declared?.message_count())
     }
 
     async fn close(&mut self) {
@@ -749,6 +822,7 @@ mod tests {
             device_id: None,
             extra_recipients: None,
             attempts: 0,
+            created_at: chrono::Utc::now(),
         }
     }
 

@@ -1109,6 +1109,15 @@ pub mod relay {
         pub device_id: Option<String>,
         pub extra_recipients: Option<Vec<Uuid>>,
         pub attempts: i32,
+        /// When the row was committed (relay lag is measured from here).
+        pub created_at: DateTime<Utc>,
+    }
+
+    /// Rows waiting in the outbox, in every partition (the backlog behind the relays).
+    pub async fn depth(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT count(*) FROM message.outbox")
+            .fetch_one(conn)
+            .await
     }
 
     /// Announces this relay (a shared lock held for the connection's life).
@@ -1173,7 +1182,7 @@ pub mod relay {
                   GROUP BY conversation_id
              )
              SELECT o.id, o.partition, o.conversation_id, o.kind, o.seq, o.user_id,
-                    o.device_id, o.extra_recipients, o.attempts
+                    o.device_id, o.extra_recipients, o.attempts, o.created_at
                FROM message.outbox o
               WHERE o.partition = ANY($1)
                 AND (o.attempts = 0 OR o.available_at <= now())

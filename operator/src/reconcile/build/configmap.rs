@@ -71,6 +71,14 @@ pub fn data(c: &ClusterRef<'_>) -> BTreeMap<String, String> {
         spec.search.backend.as_str().into(),
     );
     set(
+        "BEEHIVE_SEARCH_BATCH_SIZE",
+        spec.search.batch_size.to_string(),
+    );
+    set(
+        "BEEHIVE_SEARCH_COMMIT_INTERVAL",
+        format!("{}ms", spec.search.commit_interval_ms),
+    );
+    set(
         "BEEHIVE_EMAIL_VERIFICATION",
         spec.auth.email_verification.to_string(),
     );
@@ -130,6 +138,8 @@ mod tests {
         assert_eq!(d["BEEHIVE_INSTALLATION"], "demo");
         assert_eq!(d["BEEHIVE_LOG_FORMAT"], "json");
         assert_eq!(d["BEEHIVE_SEARCH_BACKEND"], "embedded");
+        assert_eq!(d["BEEHIVE_SEARCH_BATCH_SIZE"], "500");
+        assert_eq!(d["BEEHIVE_SEARCH_COMMIT_INTERVAL"], "500ms");
         assert!(!d.contains_key("BEEHIVE_SMTP_FROM"));
         for k in d.keys() {
             assert!(k.starts_with("BEEHIVE_"), "{k}");
@@ -149,6 +159,8 @@ mod tests {
             from: "no-reply@example.com".into(),
         });
         spec.auth.access_token_ttl = Some("15m".into());
+        spec.search.batch_size = 2000;
+        spec.search.commit_interval_ms = 2500;
         let c = cluster("demo", spec);
         let d = data(&ClusterRef::new(&c).unwrap());
         assert_eq!(d["BEEHIVE_INSTALLATION"], "prod");
@@ -158,5 +170,7 @@ mod tests {
         );
         assert_eq!(d["BEEHIVE_SMTP_FROM"], "no-reply@example.com");
         assert_eq!(d["BEEHIVE_ACCESS_TOKEN_TTL"], "15m");
+        assert_eq!(d["BEEHIVE_SEARCH_BATCH_SIZE"], "2000");
+        assert_eq!(d["BEEHIVE_SEARCH_COMMIT_INTERVAL"], "2500ms");
     }
 }

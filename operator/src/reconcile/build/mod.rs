@@ -8,7 +8,9 @@ pub mod datastore;
 pub mod hpa;
 pub mod ingress;
 pub mod job;
+pub mod monitoring;
 pub mod network_policy;
+pub mod operated;
 pub mod pdb;
 pub mod pod;
 pub mod pvc;
@@ -83,6 +85,18 @@ pub enum BuildError {
     Serialize(String, serde_json::Error),
 }
 
+/// Who provides a Secret the pods read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SecretSource {
+    /// The user (external datastores, SMTP, S3, a named JWT Secret): required.
+    User,
+    /// This operator, when absent (JWT key, managed datastore credentials).
+    Generated,
+    /// The operator of a datastore (CloudNativePG, RabbitMQ, ECK), once its cluster is up:
+    /// awaited, not required; pods referencing it start when it exists.
+    DatastoreOperator,
+}
+
 /// Facts read from the cluster that the desired state depends on.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Inputs {
@@ -125,11 +139,19 @@ pub enum ChildKind {
     Ingress,
     /// Optional Prometheus Operator scrape config; its CRD may be absent.
     ServiceMonitor,
+    /// Optional Prometheus Operator alerting rules; its CRD may be absent.
+    PrometheusRule,
+    /// PostgreSQL run by CloudNativePG (`postgresql.cnpg.io/v1` `Cluster`).
+    PostgresCluster,
+    /// RabbitMQ run by the RabbitMQ Cluster Operator (`rabbitmq.com/v1beta1`).
+    RabbitmqCluster,
+    /// Elasticsearch run by ECK (`elasticsearch.k8s.elastic.co/v1`).
+    Elasticsearch,
 }
 
 impl ChildKind {
     /// Every kind, in the order children are listed.
-    pub const ALL: [ChildKind; 11] = [
+    pub const ALL: [ChildKind; 15] = [
         ChildKind::ConfigMap,
         ChildKind::PersistentVolumeClaim,
         ChildKind::Service,
@@ -141,6 +163,10 @@ impl ChildKind {
         ChildKind::NetworkPolicy,
         ChildKind::Ingress,
         ChildKind::ServiceMonitor,
+        ChildKind::PrometheusRule,
+        ChildKind::PostgresCluster,
+        ChildKind::RabbitmqCluster,
+        ChildKind::Elasticsearch,
     ];
 
     /// The Kubernetes kind name.
@@ -157,6 +183,10 @@ impl ChildKind {
             ChildKind::NetworkPolicy => "NetworkPolicy",
             ChildKind::Ingress => "Ingress",
             ChildKind::ServiceMonitor => "ServiceMonitor",
+            ChildKind::PrometheusRule => "PrometheusRule",
+            ChildKind::PostgresCluster => "Cluster",
+            ChildKind::RabbitmqCluster => "RabbitmqCluster",
+            ChildKind::Elasticsearch => "Elasticsearch",
         }
     }
 
@@ -181,13 +211,53 @@ impl ChildKind {
             ChildKind::NetworkPolicy => ApiResource::erase::<networking::v1::NetworkPolicy>(&()),
             ChildKind::Ingress => ApiResource::erase::<networking::v1::Ingress>(&()),
             ChildKind::ServiceMonitor => service_monitor::api_resource(),
+            ChildKind::PrometheusRule => monitoring::prometheus_rule_resource(),
+            ChildKind::PostgresCluster => operated::cnpg_cluster_resource(),
+            ChildKind::RabbitmqCluster => operated::rabbitmq_cluster_resource(),
+            ChildKind::Elasticsearch => operated::elasticsearch_resource(),
         }
     }
 
-    /// Whether the API server may not serve this kind (an optional CRD), in which case the
-    /// cluster simply has none.
+    /// Whether the API server may not serve this kind (a CRD installed with another
+    /// operator), in which case the cluster has none and the status says what is missing.
     pub fn optional(self) -> bool {
-        self == ChildKind::ServiceMonitor
+        matches!(
+            self,
+            ChildKind::ServiceMonitor
+                | ChildKind::PrometheusRule
+                | ChildKind::PostgresCluster
+                | ChildKind::RabbitmqCluster
+                | ChildKind::Elasticsearch
+        )
+    }
+
+    /// A datastore run by another operator: listed only while desired and never pruned, so
+    /// changing spec.<datastore>.mode never deletes a database (it goes with the
+    /// BeehiveCluster, which owns it).
+    pub fn is_datastore(self) -> bool {
+        matches!(
+            self,
+            ChildKind::PostgresCluster | ChildKind::RabbitmqCluster | ChildKind::Elasticsearch
+        )
+    }
+
+    /// What to do when the API server does not serve this kind.
+    pub fn missing_hint(self) -> &'static str {
+        match self {
+            ChildKind::ServiceMonitor | ChildKind::PrometheusRule => {
+                "install the Prometheus Operator CRDs or turn the option off in spec.monitoring"
+            }
+            ChildKind::PostgresCluster => {
+                "install CloudNativePG (https://cloudnative-pg.io) or set spec.postgres.mode to managed or external"
+            }
+            ChildKind::RabbitmqCluster => {
+                "install the RabbitMQ Cluster Operator or set spec.rabbitmq.mode to managed or external"
+            }
+            ChildKind::Elasticsearch => {
+                "install ECK (Elastic Cloud on Kubernetes) or set spec.elasticsearch.mode to managed or external"
+            }
+            _ => "a built-in kind should always be served",
+        }
     }
 }
 
@@ -393,15 +463,30 @@ impl<'a> ClusterRef<'a> {
     }
 
     /// Where the URL of a datastore is: the generated Secret when managed, the referenced
-    /// one when external.
+    /// one when external, CloudNativePG's application Secret (`uri`) for PostgreSQL run by
+    /// it. RabbitMQ and Elasticsearch run by their operators have no URL in a Secret: see
+    /// [`ClusterRef::datastore_env`].
     pub fn datastore_url(&self, ds: Datastore) -> SecretKeyRef {
         let spec = ds.spec(&self.cluster.spec);
         match (spec.map(|s| s.mode), spec.and_then(|s| s.external.as_ref())) {
             (Some(DatastoreMode::External), Some(ext)) => ext.secret_ref.clone(),
+            (Some(DatastoreMode::CloudNativePg), _) if ds == Datastore::Postgres => {
+                operated::secret_refs(self, ds).remove(0)
+            }
             _ => SecretKeyRef {
                 name: self.child_name(ds.name()),
                 key: "url".into(),
             },
+        }
+    }
+
+    /// The environment variables giving a pod a datastore's URL (its Secret-backed
+    /// variable, or the variables the URL is composed from).
+    pub fn datastore_env(&self, ds: Datastore) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
+        let mode = ds.spec(&self.cluster.spec).map(|s| s.mode);
+        match mode {
+            Some(m) if operated::kind_for(ds, m).is_some() => operated::env(self, ds),
+            _ => vec![pod::secret_env(ds.env_var(), &self.datastore_url(ds))],
         }
     }
 
@@ -434,29 +519,42 @@ impl<'a> ClusterRef<'a> {
             .collect()
     }
 
-    /// Every Secret key the pods read, with whether the operator generates it when absent.
-    pub fn secret_refs(&self) -> Vec<(SecretKeyRef, bool)> {
+    /// Every Secret key the pods read, with who provides it.
+    pub fn secret_refs(&self) -> Vec<(SecretKeyRef, SecretSource)> {
         let spec = &self.cluster.spec;
-        let mut refs: Vec<(SecretKeyRef, bool)> = Vec::new();
-        let generated_jwt = spec.jwt.secret_name.is_none();
+        let mut refs: Vec<(SecretKeyRef, SecretSource)> = Vec::new();
+        let jwt_source = if spec.jwt.secret_name.is_none() {
+            SecretSource::Generated
+        } else {
+            SecretSource::User
+        };
         refs.push((
             SecretKeyRef {
                 name: self.jwt_secret_name(),
                 key: secret::JWT_KEY.into(),
             },
-            generated_jwt,
+            jwt_source,
         ));
         for ds in self.datastores() {
-            let managed = ds
-                .spec(spec)
-                .is_some_and(|s| s.mode == DatastoreMode::Managed);
-            refs.push((self.datastore_url(ds), managed));
+            let mode = ds.spec(spec).map(|s| s.mode).unwrap_or_default();
+            match mode {
+                DatastoreMode::Managed => {
+                    refs.push((self.datastore_url(ds), SecretSource::Generated))
+                }
+                DatastoreMode::External => refs.push((self.datastore_url(ds), SecretSource::User)),
+                m if operated::kind_for(ds, m).is_some() => {
+                    for r in operated::secret_refs(self, ds) {
+                        refs.push((r, SecretSource::DatastoreOperator));
+                    }
+                }
+                _ => refs.push((self.datastore_url(ds), SecretSource::User)),
+            }
         }
         if let Some(smtp) = &spec.auth.smtp {
-            refs.push((smtp.secret_ref.clone(), false));
+            refs.push((smtp.secret_ref.clone(), SecretSource::User));
         }
         if let Some(s3) = &spec.file.storage.s3 {
-            refs.push((s3.clone(), false));
+            refs.push((s3.clone(), SecretSource::User));
         }
         refs
     }
@@ -528,6 +626,12 @@ pub fn build_all(cluster: &BeehiveCluster, inputs: &Inputs) -> Result<Desired, B
         desired.push::<Service>(&datastore::service(&c, ds))?;
         desired.push(&datastore::stateful_set(&c, ds))?;
     }
+    // Datastores other operators run, likewise first.
+    for (ds, kind) in operated::operated(&c) {
+        if let Some(obj) = operated::build(&c, ds) {
+            desired.objects.push(to_desired(kind, &obj)?);
+        }
+    }
 
     for comp in crate::component::ALL {
         desired.push::<Service>(&service::component(&c, comp))?;
@@ -566,6 +670,14 @@ pub fn build_all(cluster: &BeehiveCluster, inputs: &Inputs) -> Result<Desired, B
         desired
             .objects
             .push(to_desired(ChildKind::ServiceMonitor, &sm)?);
+    }
+    if let Some(rule) = monitoring::prometheus_rule(&c)? {
+        desired
+            .objects
+            .push(to_desired(ChildKind::PrometheusRule, &rule)?);
+    }
+    if let Some(dashboard) = monitoring::dashboard(&c) {
+        desired.push(&dashboard)?;
     }
 
     Ok(desired)
@@ -718,7 +830,7 @@ pub(crate) mod tests {
     fn the_gateway_gets_its_drain_window_and_a_grace_period_beyond_it() {
         use k8s_openapi::api::apps::v1::Deployment;
         use k8s_openapi::api::core::v1::ConfigMap;
-        for (drain, grace) in [(None, 45), (Some(120), 135), (Some(0), 15)] {
+        for (drain, grace) in [(None, 50), (Some(120), 140), (Some(0), 20)] {
             let mut spec = BeehiveClusterSpec::default();
             if let Some(d) = drain {
                 spec.gateway.drain_seconds = d;
@@ -740,6 +852,19 @@ pub(crate) mod tests {
                 Some(grace)
             );
             assert_eq!(pod("demo-auth").termination_grace_period_seconds, Some(30));
+            let gateway = pod("demo-gateway");
+            let pre_stop = gateway.containers[0]
+                .lifecycle
+                .as_ref()
+                .and_then(|l| l.pre_stop.as_ref())
+                .and_then(|h| h.sleep.as_ref())
+                .map(|s| s.seconds);
+            assert_eq!(pre_stop, Some(crate::crd::GATEWAY_PRESTOP_SECONDS));
+            assert!(
+                pre_stop.unwrap() + drain.unwrap_or(30) < grace,
+                "the pause and the drain fit in the grace period"
+            );
+            assert!(pod("demo-auth").containers[0].lifecycle.is_none());
             let config = d
                 .get(ChildKind::ConfigMap, "demo-config")
                 .unwrap()

@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvFromSource, EnvVar, EnvVarSource, GRPCAction, HTTPGetAction, LocalObjectReference,
-    ObjectFieldSelector, PersistentVolumeClaimVolumeSource, PodAffinityTerm, PodAntiAffinity,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector,
-    SecretVolumeSource, SecurityContext, Volume, VolumeMount, WeightedPodAffinityTerm,
+    EnvFromSource, EnvVar, EnvVarSource, GRPCAction, HTTPGetAction, Lifecycle, LifecycleHandler,
+    LocalObjectReference, ObjectFieldSelector, PersistentVolumeClaimVolumeSource, PodAffinityTerm,
+    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, SleepAction, Volume, VolumeMount,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -99,8 +100,12 @@ fn value_env(name: &str, value: &str) -> EnvVar {
 /// Secret keys a component reads (None: the migration Job).
 pub fn secret_refs_of(c: &ClusterRef<'_>, component: Option<Component>) -> Vec<SecretKeyRef> {
     secret_env_of(c, component)
-        .into_iter()
-        .map(|(_, r)| r)
+        .iter()
+        .filter_map(|e| e.value_from.as_ref()?.secret_key_ref.as_ref())
+        .map(|s| SecretKeyRef {
+            name: s.name.clone(),
+            key: s.key.clone(),
+        })
         .chain(
             component
                 .filter(|comp| comp.uses_jwt())
@@ -112,12 +117,9 @@ pub fn secret_refs_of(c: &ClusterRef<'_>, component: Option<Component>) -> Vec<S
         .collect()
 }
 
-/// The Secret-backed environment of a component (None: the migration Job), as
-/// (variable, Secret key).
-pub fn secret_env_of(
-    c: &ClusterRef<'_>,
-    component: Option<Component>,
-) -> Vec<(&'static str, SecretKeyRef)> {
+/// The Secret-backed environment of a component (None: the migration Job): datastore URLs
+/// (or the variables they are composed from), SMTP and S3 URLs.
+pub fn secret_env_of(c: &ClusterRef<'_>, component: Option<Component>) -> Vec<EnvVar> {
     let spec = &c.cluster.spec;
     let mut out = Vec::new();
     let needs = |ds: Datastore| match component {
@@ -131,18 +133,18 @@ pub fn secret_env_of(
     };
     for ds in c.datastores() {
         if needs(ds) {
-            out.push((ds.env_var(), c.datastore_url(ds)));
+            out.extend(c.datastore_env(ds));
         }
     }
     if component == Some(Component::User)
         && let Some(smtp) = &spec.auth.smtp
     {
-        out.push(("BEEHIVE_SMTP_URL", smtp.secret_ref.clone()));
+        out.push(secret_env("BEEHIVE_SMTP_URL", &smtp.secret_ref));
     }
     if component == Some(Component::File)
         && let Some(s3) = &spec.file.storage.s3
     {
-        out.push(("BEEHIVE_FILE_S3_URL", s3.clone()));
+        out.push(secret_env("BEEHIVE_FILE_S3_URL", s3));
     }
     out
 }
@@ -229,9 +231,7 @@ pub fn migrate_container(c: &ClusterRef<'_>, name: &str, wait: bool) -> Containe
         args.push("--wait".into());
     }
     let mut env = vec![instance_env()];
-    for (var, r) in secret_env_of(c, None) {
-        env.push(secret_env(var, &r));
-    }
+    env.extend(secret_env_of(c, None));
     let image = &c.cluster.spec.image;
     Container {
         name: name.into(),
@@ -287,9 +287,7 @@ pub fn component_template(
     let image = &spec.image;
 
     let mut env = vec![instance_env()];
-    for (var, r) in secret_env_of(c, Some(comp)) {
-        env.push(secret_env(var, &r));
-    }
+    env.extend(secret_env_of(c, Some(comp)));
     let mut mounts = vec![mount("tmp", "/tmp", false)];
     let mut volumes = vec![tmp_volume()];
     if comp.uses_jwt() {
@@ -363,6 +361,20 @@ pub fn component_template(
         ),
         security_context: Some(container_security(None, None, true)),
         volume_mounts: Some(mounts),
+        // A terminating gateway pod leaves the Service's endpoints while this pause runs, so
+        // the load balancers stop sending new connections before SIGTERM starts the drain
+        // (the reconnecting clients must land on other pods). The kubelet's own sleep:
+        // the image has no shell.
+        lifecycle: (comp == Component::Gateway).then(|| Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction {
+                    seconds: crate::crd::GATEWAY_PRESTOP_SECONDS,
+                }),
+                ..LifecycleHandler::default()
+            }),
+            post_start: None,
+            stop_signal: None,
+        }),
         ..Container::default()
     };
 
@@ -379,9 +391,12 @@ pub fn component_template(
     let mut pod = base_pod_spec(c, vec![container], volumes);
     pod.init_containers = Some(vec![migrate_container(c, "migrate-wait", true)]);
     // A gateway drains its sockets over spec.gateway.drainSeconds after SIGTERM; the
-    // kubelet must not kill it before that.
+    // kubelet must not kill it before that. The grace period starts with the preStop
+    // pause, so it covers pause + drain + the gateway's own exit bound.
     pod.termination_grace_period_seconds = Some(if comp == Component::Gateway {
-        c.cluster.spec.gateway.drain_seconds + crate::crd::GATEWAY_EXIT_GRACE_SECONDS
+        crate::crd::GATEWAY_PRESTOP_SECONDS
+            + c.cluster.spec.gateway.drain_seconds
+            + crate::crd::GATEWAY_EXIT_GRACE_SECONDS
     } else {
         30
     });

@@ -36,7 +36,13 @@ pub fn build(c: &ClusterRef<'_>) -> Option<DynamicObject> {
                 labels::COMPONENT: "metrics",
             }},
             "namespaceSelector": {"matchNames": [c.namespace]},
-            "endpoints": [{"port": "admin", "path": "/metrics", "interval": sm.interval}],
+            // `component` (gateway, auth, ...) on every series: the alerts and the
+            // dashboard group by it.
+            "endpoints": [{"port": "admin", "path": "/metrics", "interval": sm.interval,
+                "relabelings": [{
+                    "sourceLabels": ["__meta_kubernetes_pod_label_app_kubernetes_io_component"],
+                    "targetLabel": "component",
+                }]}],
         }
     });
     Some(obj)

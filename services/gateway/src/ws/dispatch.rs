@@ -15,8 +15,42 @@ use crate::hub::registry::Conn;
 use crate::wire::frame::{self, ClientFrame, Request};
 use crate::wire::model::Presence;
 
-/// The frames answering one request, in order (empty when the frame has no reply).
+/// Histogram of the handling of client frames by frame type, until the reply is ready.
+pub(crate) const FRAME_DURATION: &str = "beehive_ws_frame_duration_seconds";
+/// Histogram of `send` frames answered with `ack`: from the frame to the ack (the message
+/// committed), the latency a sender sees.
+pub(crate) const SEND_TO_ACK: &str = "beehive_send_to_ack_seconds";
+
+/// The frame type's name on the wire.
+fn frame_type(frame: &ClientFrame) -> &'static str {
+    match frame {
+        ClientFrame::Send(_) => "send",
+        ClientFrame::Sync(_) => "sync",
+        ClientFrame::Delivered(_) => "delivered",
+        ClientFrame::Read(_) => "read",
+        ClientFrame::Typing { .. } => "typing",
+        ClientFrame::GetPresence { .. } => "get_presence",
+        ClientFrame::Ping => "ping",
+    }
+}
+
+/// The frames answering one request, in order (empty when the frame has no reply),
+/// timed per frame type.
 pub(crate) async fn handle(hub: &Hub, conn: &Conn, request: Request) -> Vec<Utf8Bytes> {
+    let started = std::time::Instant::now();
+    let kind = frame_type(&request.frame);
+    let (frames, acked) = answer(hub, conn, request).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    metrics::histogram!(FRAME_DURATION, "type" => kind).record(elapsed);
+    if acked {
+        metrics::histogram!(SEND_TO_ACK).record(elapsed);
+    }
+    frames
+}
+
+/// The reply frames, and whether the request was a `send` answered with `ack`.
+async fn answer(hub: &Hub, conn: &Conn, request: Request) -> (Vec<Utf8Bytes>, bool) {
+    let is_send = matches!(request.frame, ClientFrame::Send(_));
     let id = request.id.as_ref();
     let clients = &hub.clients;
     let user_id = conn.user_id.hyphenated().to_string();
@@ -57,5 +91,8 @@ pub(crate) async fn handle(hub: &Hub, conn: &Conn, request: Request) -> Vec<Utf8
                 vec![frame::presence_list(id, &presence)]
             }),
     };
-    result.unwrap_or_else(|error| vec![frame::error(id, &error)])
+    match result {
+        Ok(frames) => (frames, is_send),
+        Err(error) => (vec![frame::error(id, &error)], false),
+    }
 }
