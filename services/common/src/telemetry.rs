@@ -385,6 +385,36 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         Kind::Histogram,
         "Duration of a search query.",
     ),
+    (
+        "beehive_file_upload_bytes_total",
+        Kind::Counter,
+        "Bytes written to uploads (tus PATCH bodies) by the file component.",
+    ),
+    (
+        "beehive_file_instant_uploads_total",
+        Kind::Counter,
+        "Files created by an instant upload (content already stored, POST /files/check).",
+    ),
+    (
+        "beehive_file_dedup_hits_total",
+        Kind::Counter,
+        "Completed uploads whose content was already stored (one blob, refcount + 1).",
+    ),
+    (
+        "beehive_search_reindex_running",
+        Kind::Gauge,
+        "1 while a search reindex rebuilds the index from the message history.",
+    ),
+    (
+        "beehive_search_reindex_documents_total",
+        Kind::Counter,
+        "Messages written into a rebuilding search index.",
+    ),
+    (
+        "beehive_search_reindex_rejected_total",
+        Kind::Counter,
+        "Messages Elasticsearch refused during a reindex (per-item bulk errors).",
+    ),
 ];
 
 /// Registers the help text of every metric in [`METRICS`] with the installed recorder.

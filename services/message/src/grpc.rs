@@ -11,12 +11,11 @@ use beehive_proto::v1::{
     AddMembersRequest, ConversationResponse, CreateGroupRequest, FileVisibleToRequest,
     FileVisibleToResponse, FilterConversationPeersRequest, FilterConversationPeersResponse,
     GetConversationRequest, HistoryPosition, ListConversationsRequest, ListConversationsResponse,
-    ListHistoryRequest, ListHistoryResponse,
-    ListMembershipsRequest, ListMembershipsResponse, ListMessagesRequest, ListMessagesResponse,
-    ListReceiptsRequest, ListReceiptsResponse, MarkRequest, MarkResponse, Membership,
-    NotifyTypingRequest, NotifyTypingResponse, PageResponse, RemoveMemberRequest,
-    RemoveMemberResponse, SendMessageRequest, SendMessageResponse, SyncRequest, SyncResponse,
-    UpdateGroupRequest, list_messages_request, send_message_request,
+    ListHistoryRequest, ListHistoryResponse, ListMembershipsRequest, ListMembershipsResponse,
+    ListMessagesRequest, ListMessagesResponse, ListReceiptsRequest, ListReceiptsResponse,
+    MarkRequest, MarkResponse, Membership, NotifyTypingRequest, NotifyTypingResponse, PageResponse,
+    RemoveMemberRequest, RemoveMemberResponse, SendMessageRequest, SendMessageResponse,
+    SyncRequest, SyncResponse, UpdateGroupRequest, list_messages_request, send_message_request,
 };
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
