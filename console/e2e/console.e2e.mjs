@@ -453,6 +453,8 @@ async function scenario(browser) {
       await a.goto(`${BASE}/#/c/${direct}`);
       await a.getByLabel("Attach a file").setInputFiles({ name: "gradient.png", mimeType: "image/png", buffer: png(320, 200) });
       await messages(a).getByTestId("thumbnail").first().waitFor();
+      // Bob was left on another page by the earlier steps: he opens the chat.
+      await b.goto(`${BASE}/#/c/${direct}`);
       const thumb = messages(b).getByTestId("thumbnail").first();
       await thumb.waitFor();
       await b.getByRole("button", { name: "Open image gradient.png" }).first().click();
