@@ -15,7 +15,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // SAFETY: build scripts are single-threaded; nothing else reads the environment now.
         unsafe { std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?) };
     }
-    println!("cargo:rerun-if-changed={}", dir.display());
+    // Relative to the package root, so cargo resolves it in whichever checkout builds:
+    // artifacts are shared between checkouts of the workspace (a CI clone, worktrees)
+    // through a common target dir, and an absolute path would keep watching the checkout
+    // that built first, leaving the generated code stale in the others.
+    println!("cargo:rerun-if-changed=../../proto/beehive/v1");
+    for file in &files {
+        if let Some(name) = file.file_name() {
+            println!(
+                "cargo:rerun-if-changed=../../proto/beehive/v1/{}",
+                name.to_string_lossy()
+            );
+        }
+    }
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

@@ -18,6 +18,7 @@ pub mod routing;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 
 pub use component::{Bound, ComponentError, Context, Infra};
 pub use config::{Component, Settings};

@@ -21,6 +21,8 @@ static TRACER_PROVIDER: OnceLock<opentelemetry_sdk::trace::SdkTracerProvider> = 
 /// spans are also exported there in batches. Calling it twice (tests) keeps the first
 /// subscriber.
 pub fn init_logging(format: LogFormat, default_level: &str, otlp_endpoint: Option<&str>) {
+    // The OTLP exporter's HTTP client needs the process's crypto provider (crate::tls).
+    crate::tls::install_crypto_provider();
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(default_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));

@@ -7,7 +7,7 @@
 //! (`AbortIncompleteMultipartUpload`), which docs/operator.md asks for.
 
 use std::ops::Range;
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -131,15 +131,6 @@ pub struct S3Storage {
     store: Arc<AmazonS3>,
 }
 
-/// rustls needs a process-wide crypto provider; Beehive uses ring everywhere.
-fn install_crypto_provider() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // Err means another part of the process installed one first: fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
-
 fn store_error(error: object_store::Error) -> StorageError {
     match error {
         object_store::Error::NotFound { path, .. } => StorageError::NotFound(path),
@@ -151,7 +142,7 @@ fn store_error(error: object_store::Error) -> StorageError {
 impl S3Storage {
     /// A client for `location` (nothing is dialled yet).
     pub fn open(location: &S3Location) -> Result<Self, StorageError> {
-        install_crypto_provider();
+        beehive_common::tls::install_crypto_provider();
         let mut builder = AmazonS3Builder::from_env()
             .with_endpoint(&location.endpoint)
             .with_bucket_name(&location.bucket)
