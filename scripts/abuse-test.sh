@@ -112,7 +112,7 @@ token() { # a fresh user's access token
 st() { # label, token, schemathesis args...
   local label=$1 tok=$2; shift 2
   say "schemathesis: $label ($EXAMPLES examples per operation; checks $CHECKS)"
-  if ! "$ST_VENV/bin/schemathesis" run "$HTTP/api/v1/openapi.json" --checks "$CHECKS" \
+  if ! SCHEMATHESIS_HOOKS="$PWD/scripts/schemathesis_hooks.py" "$ST_VENV/bin/schemathesis" run "$HTTP/api/v1/openapi.json" --checks "$CHECKS" \
       --max-examples "$EXAMPLES" --no-shrink --seed "${BEEHIVE_SCHEMATHESIS_SEED:-$RANDOM}" \
       --warnings off -H "Authorization: Bearer $tok" "$@" >"$WORK/st-$label.txt" 2>&1; then
     sed -n '/FAILURES/,$p' "$WORK/st-$label.txt" | head -150
