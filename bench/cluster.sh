@@ -58,15 +58,23 @@ start() {
   export BEEHIVE_LOG_LEVEL=${BEEHIVE_LOG_LEVEL:-warn}
   export BEEHIVE_ACCESS_TOKEN_TTL=12h
   local i=0
-  for c in auth user social presence message; do
+  # Search and file get ports too, so BENCH_SERVICES may run them (e.g. the search
+  # component in a process of its own for the search-lag probe).
+  export BEEHIVE_SEARCH_INDEX_DIR="$DIR/search-index" BEEHIVE_FILE_STORAGE_DIR="$DIR/files"
+  rm -rf "$BEEHIVE_SEARCH_INDEX_DIR" "$BEEHIVE_FILE_STORAGE_DIR"
+  for c in auth user social presence message search file; do
     local port=$((GRPC_BASE + i))
     export "BEEHIVE_${c^^}_LISTEN=127.0.0.1:$port"
     export "BEEHIVE_${c^^}_ADDR=http://127.0.0.1:$port"
     i=$((i + 1))
   done
   "$BIN" migrate >/dev/null
+  # A fresh installation: the search index queue of an earlier run would otherwise keep
+  # filling (durable, bound) while this run has no search component.
+  rabbitmqctl -q delete_queue bench.search.index >/dev/null 2>&1 || true
   # BENCH_SERVICES splits the services over processes, e.g. "auth,user,social message
-  # presence" (space-separated groups); one process for all of them by default.
+  # presence" (space-separated groups); one process for all of them by default (search
+  # and file do not run unless named, e.g. "auth,user,social,presence,message search").
   local groups=(${BENCH_SERVICES:-auth,user,social,presence,message}) n=0
   for group in "${groups[@]}"; do
     BEEHIVE_ADMIN_ADDR=127.0.0.1:$((GRPC_BASE + 40 + n)) \

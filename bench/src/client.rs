@@ -161,6 +161,38 @@ impl Api {
             .to_owned())
     }
 
+    /// Sends a text message over REST into `conversation`; returns the stored message.
+    pub async fn send_message(
+        &self,
+        from: &User,
+        conversation: &str,
+        content: &str,
+    ) -> anyhow::Result<Value> {
+        let reply = self
+            .call(
+                reqwest::Method::POST,
+                "/messages",
+                Some(json!({"client_msg_id": uuid::Uuid::new_v4().to_string(), "conversation_id": conversation, "msg_type": "text", "content": content})),
+                Some(&from.token),
+            )
+            .await?;
+        Ok(reply["message"].clone())
+    }
+
+    /// `GET /search/messages?q=<words>` as `user`: the hits.
+    pub async fn search(&self, user: &User, words: &str) -> anyhow::Result<Vec<Value>> {
+        let mut url = reqwest::Url::parse(&format!("{}/api/v1/search/messages", self.base))?;
+        url.query_pairs_mut().append_pair("q", words);
+        let response = self.http.get(url).bearer_auth(&user.token).send().await?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !status.is_success() {
+            bail!("GET /search/messages: {status} {text}");
+        }
+        let reply: Value = serde_json::from_str(&text)?;
+        Ok(reply["hits"].as_array().cloned().unwrap_or_default())
+    }
+
     /// Finds (by sending a first message over REST) the direct conversation of a pair.
     pub async fn direct_conversation(&self, from: &User, to: &User) -> anyhow::Result<String> {
         let reply = self

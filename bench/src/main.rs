@@ -59,6 +59,12 @@ enum Command {
         /// Unacknowledged sends per sender.
         #[arg(long, default_value_t = 32)]
         window: usize,
+        /// Also measure search lag during the run: a probe message every
+        /// `--probe-interval`, searched for until found (needs the search component).
+        #[arg(long)]
+        search_probe: bool,
+        #[arg(long, default_value = "1s", value_parser = duration)]
+        probe_interval: Duration,
     },
     /// One sender, M online members; latency until the last member has each message.
     Group {
@@ -215,12 +221,31 @@ fn synthetic_pairs(count: usize) -> Vec<Pair> {
         .collect()
 }
 
-async fn chat(url: &str, pairs: usize, options: ChatOptions) -> anyhow::Result<Value> {
+async fn chat(
+    url: &str,
+    pairs: usize,
+    options: ChatOptions,
+    search_probe: Option<Duration>,
+) -> anyhow::Result<Value> {
     let api = client::Api::new(url)?;
-    let pairs = scenario::chat::provision(&api, pairs, &prefix())
+    let prefix = prefix();
+    let pairs = scenario::chat::provision(&api, pairs, &prefix)
         .await
         .context("provisioning pairs")?;
-    scenario::chat::run(url, pairs, options).await
+    let probe = match search_probe {
+        Some(interval) => {
+            let probe = scenario::search_lag::Probe::provision(&api, &prefix)
+                .await
+                .context("provisioning the search probe")?;
+            Some(tokio::spawn(probe.run(options.duration, interval)))
+        }
+        None => None,
+    };
+    let mut result = scenario::chat::run(url, pairs, options).await?;
+    if let Some(probe) = probe {
+        result["search_lag"] = probe.await.context("the search probe failed")?;
+    }
+    Ok(result)
 }
 
 async fn relay(pairs: usize, options: ChatOptions) -> anyhow::Result<Value> {
@@ -232,19 +257,29 @@ async fn relay(pairs: usize, options: ChatOptions) -> anyhow::Result<Value> {
 
 fn summary(v: &Value) -> String {
     match v["scenario"].as_str().or(v["ceiling"].as_str()) {
-        Some("chat") | Some("ceiling_relay") => format!(
-            "{}: {:.0} msg/s, {} (send to ack {}) | sent {} acked {} received {} lost {} dup {} out-of-order {}",
-            v["scenario"].as_str().unwrap_or(""),
-            v["throughput_msgs_per_s"].as_f64().unwrap_or(0.0),
-            v["latency_summary"].as_str().unwrap_or(""),
-            v["ack_latency_summary"].as_str().unwrap_or(""),
-            v["sent"],
-            v["acked"],
-            v["received"],
-            v["lost"],
-            v["duplicates"],
-            v["out_of_order"]
-        ),
+        Some("chat") | Some("ceiling_relay") => {
+            format!(
+                "{}: {:.0} msg/s, {} (send to ack {}) | sent {} acked {} received {} lost {} dup {} out-of-order {}",
+                v["scenario"].as_str().unwrap_or(""),
+                v["throughput_msgs_per_s"].as_f64().unwrap_or(0.0),
+                v["latency_summary"].as_str().unwrap_or(""),
+                v["ack_latency_summary"].as_str().unwrap_or(""),
+                v["sent"],
+                v["acked"],
+                v["received"],
+                v["lost"],
+                v["duplicates"],
+                v["out_of_order"]
+            ) + &v["search_lag"]["lag_summary"]
+                .as_str()
+                .map(|lag| {
+                    format!(
+                        " | search lag {lag}, missing {}",
+                        v["search_lag"]["missing"]
+                    )
+                })
+                .unwrap_or_default()
+        }
         Some("group") => format!(
             "group of {}: last member {} | missing {} duplicates {}",
             v["members"],
@@ -280,6 +315,8 @@ async fn main() -> anyhow::Result<()> {
             duration,
             rate,
             window,
+            search_probe,
+            probe_interval,
         } => {
             chat(
                 &url,
@@ -289,6 +326,7 @@ async fn main() -> anyhow::Result<()> {
                     rate,
                     window,
                 },
+                search_probe.then_some(probe_interval),
             )
             .await?
         }
@@ -442,7 +480,7 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("{}", summary(&pg));
             let ws = relay(pairs, options).await?;
             eprintln!("{}", summary(&ws));
-            let chat = chat(&url, pairs, options).await?;
+            let chat = chat(&url, pairs, options, None).await?;
             eprintln!("{}", summary(&chat));
             let api = client::Api::new(&url)?;
             let group =

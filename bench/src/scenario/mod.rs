@@ -6,3 +6,4 @@ pub mod connections;
 pub mod fault;
 pub mod group;
 pub mod search;
+pub mod search_lag;

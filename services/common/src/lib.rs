@@ -8,6 +8,7 @@ pub mod admin;
 pub mod component;
 pub mod config;
 pub mod error;
+pub mod event_batch;
 pub mod events;
 pub mod grpc;
 pub mod id;

@@ -3,7 +3,8 @@
 //!
 //! Publishers route each event to the instances that hold its recipients (routing key
 //! = instance id), so this instance consumes only its own queue and only gets what its
-//! users need. Each decoded event is handed to the sink, which queues it for the local
+//! users need. A delivery is one event or a batch of them (the outbox relay sends one
+//! batch per relay round). Each decoded event is handed to the sink, which queues it for the local
 //! sockets of its recipients. Deliveries are acknowledged in batches (`multiple`)
 //! after the sink took them; a frame lost in a crash after that is
 //! recovered by the client's `sync`. Undecodable deliveries are rejected to the
@@ -14,22 +15,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use beehive_common::event_batch;
 use beehive_common::events::{self, Names};
 use beehive_common::{Settings, Shutdown};
-use beehive_proto::v1 as pb;
 use futures::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions, QueuePurgeOptions,
 };
 use lapin::types::FieldTable;
-use prost::Message as _;
 
 use crate::app::events::EventSink;
 
-/// Unacknowledged deliveries the broker may send ahead (STACK.md: ~16k msg/s at 1000).
-const PREFETCH: u16 = 1000;
+/// Unacknowledged deliveries the broker may send ahead. The relay's deliveries are
+/// batches (up to `event_batch::MAX_BATCH_BYTES` each), so this also bounds the memory
+/// a slow gateway holds for the broker: 256 x 512 KiB at most, far less in practice.
+const PREFETCH: u16 = 256;
 /// Deliveries acknowledged with one `multiple` ack at most.
-const ACK_BATCH: usize = 256;
+const ACK_BATCH: usize = 64;
 /// Bounds of the reconnect backoff.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -268,13 +270,15 @@ async fn consume(
                 .into());
             }
         };
-        let event = (delivery.data.len() <= MAX_EVENT_BYTES)
-            .then(|| pb::Event::decode(delivery.data.as_slice()).ok())
-            .flatten();
-        match event {
-            Some(event) => {
-                let delivered = sink.deliver(event);
-                metrics::counter!("beehive_push_events_total").increment(1);
+        let kind = delivery.properties.kind().as_ref().map(|k| k.as_str());
+        match event_batch::decode_events(kind, &delivery.data, MAX_EVENT_BYTES) {
+            Ok(events) => {
+                let count = events.len();
+                let mut delivered = 0;
+                for event in events {
+                    delivered += sink.deliver(event);
+                }
+                metrics::counter!("beehive_push_events_total").increment(count as u64);
                 metrics::counter!("beehive_push_frames_total").increment(delivered as u64);
                 unacked = Some(delivery);
                 unacked_count += 1;
@@ -285,7 +289,7 @@ async fn consume(
                     unacked_count = 0;
                 }
             }
-            None => {
+            Err(error) => {
                 // Settle the good ones first so `multiple` cannot cover this one.
                 if let Some(last) = unacked.take() {
                     ack_through(&last).await?;
@@ -293,6 +297,7 @@ async fn consume(
                 }
                 tracing::warn!(
                     bytes = delivery.data.len(),
+                    %error,
                     "undecodable event sent to the dead-letter queue"
                 );
                 metrics::counter!("beehive_push_rejected_total").increment(1);

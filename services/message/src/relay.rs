@@ -3,8 +3,10 @@
 //! instances that hold the recipients, in seq order per conversation.
 //!
 //! One batch = one fetch of up to `batch_size` rows, one members query, one messages
-//! query, one RouteUsers call, one burst of publishes, one wait for all confirms and one
-//! delete. The relay sleeps on LISTEN (a commit trigger notifies) with a fallback poll.
+//! query, one RouteUsers call, one broker message per destination (each gateway
+//! instance holding a recipient, and the search index: an `EventBatch` of that
+//! destination's events, see `beehive_common::event_batch`), one wait for all confirms
+//! and one delete. The relay sleeps on LISTEN (a commit trigger notifies) with a fallback poll.
 //!
 //! Several replicas: the outbox is partitioned by hash(conversation_id), and a relay
 //! works only on partitions whose session-level advisory lock it holds, on the very
@@ -27,9 +29,8 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
-use beehive_common::events::{
-    Names, SEARCH_INDEX_ROUTING_KEY, declare_topology, search_index_copy,
-};
+use beehive_common::event_batch::{self, Batch, Batches, EVENT_BATCH_TYPE};
+use beehive_common::events::{Names, SEARCH_INDEX_ROUTING_KEY, declare_topology};
 use beehive_common::routing::{self, InstancesOf};
 use beehive_common::{Error, Settings, Shutdown};
 use beehive_proto::v1::Event;
@@ -38,7 +39,6 @@ use beehive_proto::v1::presence_service_client::PresenceServiceClient;
 use lapin::BasicProperties;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::ShortString;
-use prost::Message as _;
 use sqlx::postgres::PgListener;
 use sqlx::{ConnectOptions, PgConnection, PgPool};
 use uuid::Uuid;
@@ -281,23 +281,10 @@ impl Relay {
                 return Ok(BatchOutcome::Outage);
             }
         };
-        // One copy per (event, instance), narrowed to the recipients on that instance.
-        let mut payloads: Vec<(String, Vec<u8>)> = Vec::new();
-        let mut owner_row: Vec<usize> = Vec::new();
-        for (index, (_, event)) in plan.events.iter().enumerate() {
-            for (instance, copy) in routing::split_event(event, &routes) {
-                payloads.push((instance, copy.encode_to_vec()));
-                owner_row.push(index);
-            }
-            // The search index gets every message, whoever is online.
-            if let Some(copy) = search_index_copy(event) {
-                payloads.push((SEARCH_INDEX_ROUTING_KEY.to_owned(), copy.encode_to_vec()));
-                owner_row.push(index);
-            }
-        }
+        let batches = encode_batches(&plan.events, &routes);
         let confirmed = match self
             .publisher
-            .publish(&payloads, self.config.confirm_timeout)
+            .publish(&batches, self.config.confirm_timeout)
             .await
         {
             Ok(confirmed) => confirmed,
@@ -306,10 +293,11 @@ impl Relay {
                 return Ok(BatchOutcome::Outage);
             }
         };
+        // An event is refused when any broker message carrying it was refused.
         let mut refused: HashSet<usize> = HashSet::new();
-        for (copy, acked) in confirmed.iter().enumerate() {
+        for (batch, acked) in batches.iter().zip(&confirmed) {
             if !acked {
-                refused.insert(owner_row[copy]);
+                refused.extend(batch.items.iter().copied());
             }
         }
         let mut done: Vec<i64> = plan.skipped;
@@ -358,7 +346,9 @@ impl Relay {
             metrics::counter!("beehive_outbox_dead_total").increment(bury.len() as u64);
         }
         metrics::counter!("beehive_outbox_relayed_total").increment(done.len() as u64);
-        metrics::counter!("beehive_outbox_published_total").increment(payloads.len() as u64);
+        metrics::counter!("beehive_outbox_published_total").increment(batches.len() as u64);
+        metrics::counter!("beehive_outbox_events_published_total")
+            .increment(batches.iter().map(|b| b.events as u64).sum());
         Ok(BatchOutcome::Done { full })
     }
 
@@ -652,6 +642,50 @@ fn conversation_event(
     })
 }
 
+/// The broker messages of a batch's events: per gateway instance holding any
+/// recipient, one [`EventBatch`](beehive_proto::v1::EventBatch) of the events for it
+/// (narrowed to its recipients), plus one for the search index with every message
+/// event (whoever is online). Each payload is encoded once.
+fn encode_batches(events: &[(Vec<i64>, Event)], routes: &InstancesOf) -> Vec<Batch> {
+    let mut batches = Batches::default();
+    let mut payload = Vec::new();
+    let mut envelope = Vec::new();
+    let mut per_instance: Vec<(&str, Vec<&String>)> = Vec::new();
+    for (index, (_, event)) in events.iter().enumerate() {
+        payload.clear();
+        event_batch::encode_payload(event, &mut payload);
+        per_instance.clear();
+        for user in &event.recipient_ids {
+            for instance in routes.get(user.as_str()).into_iter().flatten() {
+                match per_instance
+                    .iter_mut()
+                    .find(|(i, _)| *i == instance.as_str())
+                {
+                    Some((_, users)) => users.push(user),
+                    None => per_instance.push((instance.as_str(), vec![user])),
+                }
+            }
+        }
+        for (instance, users) in &per_instance {
+            envelope.clear();
+            event_batch::encode_envelope(event, users, &mut envelope);
+            batches.push(instance, index, &[&envelope, &payload]);
+        }
+        if is_search_indexed(event) {
+            batches.push(SEARCH_INDEX_ROUTING_KEY, index, &[&payload]);
+        }
+    }
+    batches.finish()
+}
+
+/// Whether the search index takes `event` (message created, edited, deleted).
+fn is_search_indexed(event: &Event) -> bool {
+    matches!(
+        event.payload,
+        Some(Payload::Message(_) | Payload::MessageEdited(_) | Payload::MessageDeleted(_))
+    )
+}
+
 /// Why the broker could not take a batch.
 #[derive(Debug, thiserror::Error)]
 enum BrokerError {
@@ -703,18 +737,18 @@ impl Publisher {
         }
     }
 
-    /// Publishes every `(routing key, payload)` as a persistent message, then waits for
-    /// all confirms at once. `Ok` holds one flag per payload: acked or refused (nack).
-    /// `Err` means the connection failed: treat every payload as unpublished.
+    /// Publishes every batch as a persistent message, then waits for all confirms at
+    /// once. `Ok` holds one flag per batch: acked or refused (nack). `Err` means the
+    /// connection failed: treat every batch as unpublished.
     async fn publish(
         &mut self,
-        payloads: &[(String, Vec<u8>)],
+        batches: &[Batch],
         timeout: Duration,
     ) -> Result<Vec<bool>, BrokerError> {
-        if payloads.is_empty() {
+        if batches.is_empty() {
             return Ok(Vec::new());
         }
-        let result = self.publish_inner(payloads, timeout).await;
+        let result = self.publish_inner(batches, timeout).await;
         if result.is_err() {
             self.open = None;
         }
@@ -723,24 +757,25 @@ impl Publisher {
 
     async fn publish_inner(
         &mut self,
-        payloads: &[(String, Vec<u8>)],
+        batches: &[Batch],
         timeout: Duration,
     ) -> Result<Vec<bool>, BrokerError> {
         let exchange = ShortString::from(self.names.exchange.clone());
         let channel = self.channel().await?;
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
-            .with_content_type(ShortString::from("application/x-protobuf".to_owned()));
-        let mut confirms = Vec::with_capacity(payloads.len());
+            .with_content_type(ShortString::from("application/x-protobuf".to_owned()))
+            .with_type(ShortString::from(EVENT_BATCH_TYPE.to_owned()));
+        let mut confirms = Vec::with_capacity(batches.len());
         let started = std::time::Instant::now();
-        for (routing_key, payload) in payloads {
+        for batch in batches {
             confirms.push(
                 channel
                     .basic_publish(
                         exchange.clone(),
-                        ShortString::from(routing_key.clone()),
+                        ShortString::from(batch.routing_key.clone()),
                         BasicPublishOptions::default(),
-                        payload,
+                        &batch.bytes,
                         properties.clone(),
                     )
                     .await?,
@@ -876,5 +911,67 @@ mod tests {
         assert_eq!(event.recipient_ids, vec![a.to_string(), late.to_string()]);
         // A receipt of someone who left is not published, only deleted.
         assert_eq!(plan.skipped, vec![4]);
+    }
+
+    #[test]
+    fn one_broker_message_per_destination_carries_its_events_in_order() {
+        use beehive_common::event_batch::decode_events;
+        let conversation = Uuid::now_v7();
+        let event = |seq: u64, recipients: &[&str]| Event {
+            recipient_ids: recipients.iter().map(|r| (*r).to_owned()).collect(),
+            exclude_device_user_id: "alice".into(),
+            exclude_device_id: "phone".into(),
+            payload: Some(Payload::Message(beehive_proto::v1::Message {
+                id: format!("m{seq}"),
+                conversation_id: conversation.to_string(),
+                seq,
+                ..beehive_proto::v1::Message::default()
+            })),
+        };
+        let receipt = Event {
+            recipient_ids: vec!["alice".into()],
+            payload: Some(Payload::Receipt(beehive_proto::v1::Receipt::default())),
+            ..Event::default()
+        };
+        let events = vec![
+            (vec![1], event(1, &["alice", "bob"])),
+            (vec![2], receipt),
+            (vec![3], event(2, &["alice", "bob", "offline"])),
+        ];
+        let routes: InstancesOf = HashMap::from([
+            ("alice".to_owned(), vec!["gw-a".to_owned()]),
+            ("bob".to_owned(), vec!["gw-a".to_owned(), "gw-b".to_owned()]),
+        ]);
+        let batches = encode_batches(&events, &routes);
+        let mut keys: Vec<&str> = batches.iter().map(|b| b.routing_key.as_str()).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, vec![SEARCH_INDEX_ROUTING_KEY, "gw-a", "gw-b"]);
+        let of = |key: &str| {
+            let batch = batches.iter().find(|b| b.routing_key == key).unwrap();
+            let events = decode_events(Some(EVENT_BATCH_TYPE), &batch.bytes, 1 << 20).unwrap();
+            (batch.items.clone(), events)
+        };
+        let (items, on_a) = of("gw-a");
+        assert_eq!(items, vec![0, 1, 2]);
+        assert_eq!(on_a.len(), 3);
+        assert_eq!(on_a[0].recipient_ids, vec!["alice", "bob"]);
+        assert_eq!(on_a[0].exclude_device_id, "phone");
+        assert_eq!(on_a[2], {
+            let mut e = events[2].1.clone();
+            e.recipient_ids = vec!["alice".into(), "bob".into()];
+            e
+        });
+        let (items, on_b) = of("gw-b");
+        assert_eq!(
+            items,
+            vec![0, 2],
+            "gw-b holds only bob, who gets no receipt here"
+        );
+        assert!(on_b.iter().all(|e| e.recipient_ids == vec!["bob"]));
+        let (items, indexed) = of(SEARCH_INDEX_ROUTING_KEY);
+        assert_eq!(items, vec![0, 2], "only message events are indexed");
+        assert!(indexed.iter().all(|e| e.recipient_ids.is_empty()
+            && e.exclude_device_id.is_empty()
+            && e.payload.is_some()));
     }
 }

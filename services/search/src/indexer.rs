@@ -14,13 +14,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use beehive_common::event_batch;
 use beehive_common::events::{self, Names};
 use beehive_common::{Settings, Shutdown};
 use beehive_proto::v1 as pb;
 use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
 use lapin::types::FieldTable;
-use prost::Message as _;
 
 use crate::backend::embedded::micros;
 use crate::backend::{Backend, Change};
@@ -169,7 +169,9 @@ impl Indexer {
         self.consuming.store(true, Ordering::Release);
         metrics::gauge!("beehive_search_indexer_consuming").set(1.0);
         tracing::info!(queue = %session.queue, "search indexer consuming");
-        let mut batch: Vec<(lapin::message::Delivery, Change)> = Vec::new();
+        let mut batch: Vec<(lapin::message::Delivery, Decoded)> = Vec::new();
+        // Index changes in `batch` (a delivery may carry many).
+        let mut pending = 0usize;
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
             let flush_at = deadline;
@@ -189,6 +191,7 @@ impl Indexer {
             };
             let Some(item) = next else {
                 self.flush(&mut batch).await?;
+                pending = 0;
                 deadline = None;
                 continue;
             };
@@ -203,14 +206,17 @@ impl Indexer {
                     .into());
                 }
             };
-            match decode(&delivery.data) {
-                Some(change) => {
-                    batch.push((delivery, change));
+            let kind = delivery.properties.kind().as_ref().map(|k| k.as_str());
+            match decode(kind, &delivery.data) {
+                Some(decoded) => {
+                    pending += decoded.changes.len();
+                    batch.push((delivery, decoded));
                     if deadline.is_none() {
                         deadline = Some(tokio::time::Instant::now() + self.config.batch_interval);
                     }
-                    if batch.len() >= self.config.batch_size {
+                    if pending >= self.config.batch_size {
                         self.flush(&mut batch).await?;
+                        pending = 0;
                         deadline = None;
                     }
                 }
@@ -234,43 +240,70 @@ impl Indexer {
     /// the backend refused for good).
     async fn flush(
         &self,
-        batch: &mut Vec<(lapin::message::Delivery, Change)>,
+        batch: &mut Vec<(lapin::message::Delivery, Decoded)>,
     ) -> Result<(), IndexerError> {
         if batch.is_empty() {
             return Ok(());
         }
         let taken = std::mem::take(batch);
-        let size = taken.len();
-        let newest = taken
+        // Which delivery each change came from.
+        let mut origin: Vec<usize> = Vec::new();
+        let mut changes: Vec<Change> = Vec::new();
+        for (index, (_, decoded)) in taken.iter().enumerate() {
+            origin.extend(std::iter::repeat_n(index, decoded.changes.len()));
+            changes.extend(decoded.changes.iter().cloned());
+        }
+        let size = changes.len();
+        let newest = changes
             .iter()
-            .filter_map(|(_, c)| c.message())
+            .filter_map(Change::message)
             .map(|m| micros(m.created_at.as_ref()))
             .max();
         let started = std::time::Instant::now();
-        let changes: Vec<Change> = taken.iter().map(|(_, c)| c.clone()).collect();
+        let ids: Vec<String> = changes.iter().map(|c| c.id().to_owned()).collect();
         let applied = self.backend.apply(changes).await?;
-        let mut rejected = vec![false; size];
+        // A delivery with a refused change (or a foreign event) goes to the dead-letter
+        // queue, after its good changes were committed: re-applying them is harmless.
+        let mut dead: Vec<bool> = taken.iter().map(|(_, d)| d.poisoned > 0).collect();
         for (position, reason) in &applied.rejected {
-            if let Some(slot) = rejected.get_mut(*position) {
-                *slot = true;
+            if let (Some(&delivery), Some(id)) = (origin.get(*position), ids.get(*position)) {
+                dead[delivery] = true;
                 tracing::error!(
-                    message_id = taken[*position].1.id(),
+                    message_id = %id,
                     %reason,
                     backend = self.backend.name(),
                     "the index refused a document; its event goes to the dead-letter queue"
                 );
             }
         }
-        for ((delivery, _), rejected) in taken.iter().zip(&rejected) {
-            if *rejected {
+        // Settle in delivery order: a `multiple` ack of the last good delivery covers
+        // every earlier good one in one frame (they came on this channel in order), and
+        // dead ones are rejected first so the ack cannot cover them.
+        let mut last_good: Option<&lapin::message::Delivery> = None;
+        for ((delivery, _), dead) in taken.iter().zip(&dead) {
+            if *dead {
+                if let Some(good) = last_good.take() {
+                    bounded(
+                        "basic.ack",
+                        good.acker.ack(BasicAckOptions { multiple: true }),
+                    )
+                    .await?;
+                }
                 bounded(
                     "basic.reject",
                     delivery.acker.reject(BasicRejectOptions { requeue: false }),
                 )
                 .await?;
             } else {
-                bounded("basic.ack", delivery.acker.ack(BasicAckOptions::default())).await?;
+                last_good = Some(delivery);
             }
+        }
+        if let Some(good) = last_good {
+            bounded(
+                "basic.ack",
+                good.acker.ack(BasicAckOptions { multiple: true }),
+            )
+            .await?;
         }
         let refused = applied.rejected.len();
         metrics::counter!("beehive_search_documents_indexed_total")
@@ -297,13 +330,34 @@ impl Indexer {
     }
 }
 
-/// The index change of a message event; `None` for anything else (a poison delivery).
-pub fn decode(data: &[u8]) -> Option<Change> {
-    use pb::event::Payload;
-    if data.len() > MAX_EVENT_BYTES {
+/// The index changes of one delivery, and how many of its events were not message
+/// events (foreign or malformed: the delivery is dead-lettered once its good changes
+/// are committed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    pub changes: Vec<Change>,
+    pub poisoned: usize,
+}
+
+/// The changes of a delivery (one event, or a batch when `kind` says so); `None` when
+/// it is not readable at all or carries nothing to index (a poison delivery).
+pub fn decode(kind: Option<&str>, data: &[u8]) -> Option<Decoded> {
+    let events = event_batch::decode_events(kind, data, MAX_EVENT_BYTES).ok()?;
+    let total = events.len();
+    let changes: Vec<Change> = events.into_iter().filter_map(change_of).collect();
+    if changes.is_empty() {
         return None;
     }
-    match pb::Event::decode(data).ok()?.payload? {
+    Some(Decoded {
+        poisoned: total - changes.len(),
+        changes,
+    })
+}
+
+/// The index change of a message event; `None` for anything else.
+fn change_of(event: pb::Event) -> Option<Change> {
+    use pb::event::Payload;
+    match event.payload? {
         Payload::Message(message) if !message.id.is_empty() => Some(Change::Put(message)),
         Payload::MessageEdited(pb::MessageEdited {
             message: Some(message),
@@ -320,6 +374,7 @@ pub fn decode(data: &[u8]) -> Option<Change> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message as _;
 
     fn encoded(payload: pb::event::Payload) -> Vec<u8> {
         pb::Event {
@@ -327,6 +382,13 @@ mod tests {
             ..pb::Event::default()
         }
         .encode_to_vec()
+    }
+
+    fn one(change: Change) -> Option<Decoded> {
+        Some(Decoded {
+            changes: vec![change],
+            poisoned: 0,
+        })
     }
 
     #[test]
@@ -337,26 +399,28 @@ mod tests {
             ..pb::Message::default()
         };
         assert_eq!(
-            decode(&encoded(pb::event::Payload::Message(message.clone()))),
-            Some(Change::Put(message.clone()))
+            decode(None, &encoded(pb::event::Payload::Message(message.clone()))),
+            one(Change::Put(message.clone()))
         );
         assert_eq!(
-            decode(&encoded(pb::event::Payload::MessageEdited(
-                pb::MessageEdited {
+            decode(
+                None,
+                &encoded(pb::event::Payload::MessageEdited(pb::MessageEdited {
                     message: Some(message.clone()),
-                }
-            ))),
-            Some(Change::Edit(message))
+                }))
+            ),
+            one(Change::Edit(message))
         );
         assert_eq!(
-            decode(&encoded(pb::event::Payload::MessageDeleted(
-                pb::MessageDeleted {
+            decode(
+                None,
+                &encoded(pb::event::Payload::MessageDeleted(pb::MessageDeleted {
                     message_id: "m".into(),
                     conversation_id: "c".into(),
                     seq: 3,
-                }
-            ))),
-            Some(Change::Delete { id: "m".into() })
+                }))
+            ),
+            one(Change::Delete { id: "m".into() })
         );
         // Poison: other events, empty ids, garbage, oversized.
         for bad in [
@@ -372,7 +436,45 @@ mod tests {
             b"\xff\xff\xff not protobuf".to_vec(),
             vec![0u8; MAX_EVENT_BYTES + 1],
         ] {
-            assert_eq!(decode(&bad), None);
+            assert_eq!(decode(None, &bad), None);
         }
+    }
+
+    #[test]
+    fn a_batch_decodes_to_its_changes_in_order_and_counts_foreign_events() {
+        let put = |id: &str| pb::Message {
+            id: id.into(),
+            content: "消息".into(),
+            ..pb::Message::default()
+        };
+        let batch = pb::EventBatch {
+            events: vec![
+                pb::Event {
+                    payload: Some(pb::event::Payload::Message(put("a"))),
+                    ..pb::Event::default()
+                },
+                pb::Event {
+                    payload: Some(pb::event::Payload::Typing(pb::TypingEvent::default())),
+                    ..pb::Event::default()
+                },
+                pb::Event {
+                    payload: Some(pb::event::Payload::MessageDeleted(pb::MessageDeleted {
+                        message_id: "b".into(),
+                        ..pb::MessageDeleted::default()
+                    })),
+                    ..pb::Event::default()
+                },
+            ],
+        };
+        let bytes = batch.encode_to_vec();
+        assert_eq!(
+            decode(Some(event_batch::EVENT_BATCH_TYPE), &bytes),
+            Some(Decoded {
+                changes: vec![Change::Put(put("a")), Change::Delete { id: "b".into() }],
+                poisoned: 1,
+            })
+        );
+        // Without the batch type the same bytes are not one event.
+        assert_eq!(decode(None, &bytes), None);
     }
 }

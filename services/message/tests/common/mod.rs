@@ -23,7 +23,6 @@ use beehive_testkit::{TestEnv, serve};
 use futures::StreamExt;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use prost::Message as _;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -452,10 +451,17 @@ impl GatewayQueue {
         tokio::spawn(async move {
             while let Some(Ok(delivery)) = consumer.next().await {
                 let now = std::time::Instant::now();
-                let event = pb::Event::decode(delivery.data.as_slice()).expect("an Event");
+                // One event, or a batch of them (what the relay publishes).
+                let kind = delivery.properties.kind().as_ref().map(|k| k.as_str());
+                let decoded =
+                    beehive_common::event_batch::decode_events(kind, &delivery.data, 1 << 22)
+                        .expect("an Event or an EventBatch");
                 let mut events = sink.lock().expect("events lock");
-                events.push(event);
-                times.lock().expect("times lock").push(now);
+                let mut times = times.lock().expect("times lock");
+                for event in decoded {
+                    events.push(event);
+                    times.push(now);
+                }
             }
         });
         Self {
