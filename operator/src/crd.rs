@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -1128,6 +1128,92 @@ pub struct BeehiveClusterStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 128))]
     pub version: Option<String>,
+    /// Operations of the search component that the operator ran for this cluster.
+    #[serde(default, skip_serializing_if = "SearchStatus::is_empty")]
+    pub search: SearchStatus,
+}
+
+/// Operations of the search component.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchStatus {
+    /// The last reindex asked for with the `beehive.dev/reindex-request` annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reindex: Option<ReindexStatus>,
+}
+
+impl SearchStatus {
+    /// Nothing recorded.
+    pub fn is_empty(&self) -> bool {
+        self.reindex.is_none()
+    }
+}
+
+/// A reindex asked for with the `beehive.dev/reindex-request` annotation: the search
+/// component rebuilds its index from the message history while the old index answers.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReindexStatus {
+    /// The annotation's value, which is the request id sent to the search component (the
+    /// same id never starts a second rebuild). For a rejected value, its first 128
+    /// characters.
+    #[schemars(length(max = 128))]
+    pub request_id: String,
+    /// Pending (not accepted by the search component yet: see message), Running,
+    /// Succeeded, Failed, or Rejected (the annotation's value is not a valid request id).
+    pub state: ReindexState,
+    /// Messages written into the new index so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub documents: Option<i64>,
+    /// When the search component started the rebuild.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the rebuild ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// What is happening: why it is pending, why it failed or was rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub message: Option<String>,
+    /// The search pod that accepted the request (gRPC address); it is asked for the
+    /// outcome, since a rebuild's state is known only to the pod running it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub endpoint: Option<String>,
+}
+
+/// Where a reindex is.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ReindexState {
+    /// Asked for, not accepted by the search component yet (not ready, unreachable, or
+    /// another reindex is running); retried with back-off.
+    Pending,
+    /// The search component is rebuilding the index.
+    Running,
+    /// The new index is in use.
+    Succeeded,
+    /// The rebuild failed; the previous index stays in use.
+    Failed,
+    /// The annotation's value is not a valid request id; nothing was asked.
+    Rejected,
+}
+
+impl ReindexState {
+    /// Whether nothing more will happen for this request id.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Rejected)
+    }
+
+    /// The name used in the status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::Running => "Running",
+            Self::Succeeded => "Succeeded",
+            Self::Failed => "Failed",
+            Self::Rejected => "Rejected",
+        }
+    }
 }
 
 /// Replicas of one component.

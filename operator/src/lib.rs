@@ -11,6 +11,7 @@ pub mod crd_validation;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;
+pub mod search;
 pub mod telemetry;
 
 use std::net::SocketAddr;
@@ -68,6 +69,11 @@ pub struct RunArgs {
     /// BeehiveClusters reconciled at the same time.
     #[arg(long, env = "CONCURRENCY", default_value_t = 4)]
     pub concurrency: u16,
+    /// gRPC address of the search component of every BeehiveCluster (for reindex requests)
+    /// instead of its in-cluster Service, e.g. http://127.0.0.1:50055 for an operator run
+    /// outside the cluster with `kubectl port-forward`.
+    #[arg(long, env = "SEARCH_ADDR")]
+    pub search_addr: Option<String>,
 }
 
 #[derive(Clone)]
@@ -212,7 +218,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             instance: Some(identity.clone()),
         },
     );
-    let ctx = Arc::new(reconcile::Context::new(client.clone(), Some(recorder)));
+    let mut ctx = reconcile::Context::new(client.clone(), Some(recorder));
+    // The chart sets POD_NAMESPACE from the downward API; without it (a local run) the
+    // NetworkPolicy cannot name the operator's namespace and leaves it out.
+    ctx.operator_namespace = std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|n| !n.is_empty());
+    if let Some(addr) = args.search_addr.clone().filter(|a| !a.is_empty()) {
+        tracing::info!(%addr, "reindex requests go to this search address");
+        ctx.search_address = reconcile::reindex::SearchAddress::Fixed(addr);
+    }
+    let ctx = Arc::new(ctx);
     let children =
         watcher::Config::default().labels(&format!("{}={MANAGED_BY}", labels::MANAGED_BY));
     let ns = namespace.as_deref();

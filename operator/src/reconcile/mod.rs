@@ -9,10 +9,14 @@
 //!    ([`apply`]),
 //! 6. write the status if it changed and record events for transitions ([`status`]).
 //!
+//! Once the children are applied, a reindex asked for with the
+//! `beehive.dev/reindex-request` annotation is started or followed ([`reindex`]).
+//!
 //! An unchanged cluster causes reads only: no apply, no status write, no event.
 
 pub mod apply;
 pub mod build;
+pub mod reindex;
 pub mod status;
 pub mod validate;
 
@@ -28,11 +32,12 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-use crate::crd::{BeehiveCluster, BeehiveClusterStatus};
+use crate::crd::{BeehiveCluster, BeehiveClusterStatus, ReindexStatus};
 use crate::metrics;
 use apply::ApplyCache;
 use build::secret::Entropy;
 use build::{BuildError, ChildKind, ClusterRef, FIELD_MANAGER, Inputs, SecretSource, sha256_hex};
+use reindex::SearchAddress;
 use status::Outcome;
 
 /// Requeue interval of a ready cluster (picks up changed external Secrets).
@@ -86,6 +91,14 @@ pub struct Context {
     pub now: fn() -> Timestamp,
     /// Random material for generated Secrets (tests fix it).
     pub entropy: fn() -> Entropy,
+    /// Where the search component of a cluster is reached (tests point it at their own).
+    pub search_address: SearchAddress,
+    /// Consecutive failed calls to the search component per object, for the back-off of
+    /// a pending reindex.
+    pub reindex_failures: Mutex<HashMap<String, u32>>,
+    /// The namespace the operator runs in, admitted to the search component by the
+    /// NetworkPolicy (None: not known, e.g. outside a cluster).
+    pub operator_namespace: Option<String>,
 }
 
 impl Context {
@@ -98,6 +111,9 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             now: Timestamp::now,
             entropy: Entropy::random,
+            search_address: SearchAddress::InCluster,
+            reindex_failures: Mutex::new(HashMap::new()),
+            operator_namespace: None,
         }
     }
 }
@@ -151,6 +167,10 @@ struct Verdict {
     progress: Option<status::Progress>,
     endpoint: Option<String>,
     next: Next,
+    /// The reindex request's new status, when it changed.
+    reindex: Option<ReindexStatus>,
+    /// When the reindex request needs another look.
+    reindex_requeue: Option<Duration>,
 }
 
 /// What the controller does after the status is written.
@@ -172,6 +192,8 @@ impl Verdict {
             progress: None,
             endpoint: None,
             next,
+            reindex: None,
+            reindex_requeue: None,
         }
     }
 }
@@ -191,30 +213,29 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action, E
     // Every pass that gets an answer ends here: the status is written once (only if it
     // changed), then the verdict decides the requeue. API errors before an answer back off
     // without touching the status.
-    let verdict = pipeline(obj, ctx).await?;
-    let new = finish(
-        ctx,
-        obj,
-        previous.as_ref(),
-        generation,
-        &verdict.outcome,
-        verdict.progress.as_ref(),
-        verdict.endpoint,
-    )
-    .await?;
-    match verdict.next {
-        Next::AwaitChange => Ok(Action::await_change()),
-        Next::Requeue(after) => Ok(Action::requeue(after)),
-        Next::ByPhase if new.phase.as_deref() == Some("Ready") => {
-            Ok(Action::requeue(REQUEUE_READY))
-        }
-        Next::ByPhase => Ok(Action::requeue(REQUEUE_PROGRESSING)),
-        Next::Fail(err) => Err(err),
-    }
+    let verdict = pipeline(obj, ctx, previous.as_ref()).await?;
+    let new = finish(ctx, obj, previous.as_ref(), generation, &verdict).await?;
+    let after = match verdict.next {
+        Next::AwaitChange => None,
+        Next::Requeue(after) => Some(after),
+        Next::ByPhase if new.phase.as_deref() == Some("Ready") => Some(REQUEUE_READY),
+        Next::ByPhase => Some(REQUEUE_PROGRESSING),
+        Next::Fail(err) => return Err(err),
+    };
+    // A reindex in flight is looked at sooner than the cluster needs.
+    let after = match (after, verdict.reindex_requeue) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    Ok(after.map_or_else(Action::await_change, Action::requeue))
 }
 
 /// Read, validate, resolve Secrets, build, apply and prune, observe.
-async fn pipeline(obj: &DynamicObject, ctx: &Context) -> Result<Verdict, Error> {
+async fn pipeline(
+    obj: &DynamicObject,
+    ctx: &Context,
+    previous: Option<&BeehiveClusterStatus>,
+) -> Result<Verdict, Error> {
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
 
@@ -337,12 +358,50 @@ async fn pipeline(obj: &DynamicObject, ctx: &Context) -> Result<Verdict, Error> 
     }
 
     // 6. observe
+    let progress = status::progress(&c, &observed, &migration_job);
+
+    // 7. a reindex asked for with the annotation
+    let recorded = previous.and_then(|s| s.search.reindex.as_ref());
+    let annotation = obj.annotations().get(reindex::REINDEX_ANNOTATION);
+    let ran = reindex::run(
+        &ctx.search_address,
+        &c,
+        annotation.map(String::as_str),
+        recorded,
+        &progress,
+        (ctx.now)(),
+    )
+    .await;
+    let failed_calls = count_reindex_failures(ctx, obj, &ran);
+    let reindex_requeue = ran
+        .status
+        .as_ref()
+        .and_then(|s| reindex::requeue(s, failed_calls));
+
     Ok(Verdict {
         outcome: Outcome::Applied,
-        progress: Some(status::progress(&c, &observed, &migration_job)),
         endpoint: Some(status::gateway_endpoint(&c, &observed)),
+        progress: Some(progress),
         next: Next::ByPhase,
+        reindex: ran.status,
+        reindex_requeue,
     })
+}
+
+/// Failed calls to the search component in a row for this object, this one included.
+fn count_reindex_failures(ctx: &Context, obj: &DynamicObject, ran: &reindex::Ran) -> u32 {
+    let Ok(mut failures) = ctx.reindex_failures.lock() else {
+        return 1;
+    };
+    let key = object_key(obj);
+    if ran.call_failed {
+        let n = failures.entry(key).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    } else {
+        failures.remove(&key);
+        0
+    }
 }
 
 /// A child could not be applied or deleted: say so on the status, then back off.
@@ -363,7 +422,10 @@ async fn resolve_secrets(
     obj: &DynamicObject,
 ) -> Result<(Inputs, Vec<String>), Error> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &c.namespace);
-    let mut inputs = Inputs::default();
+    let mut inputs = Inputs {
+        operator_namespace: ctx.operator_namespace.clone(),
+        ..Inputs::default()
+    };
     let mut missing = Vec::new();
     let mut generated_names: Vec<String> = Vec::new();
     let mut by_name: BTreeMap<String, (SecretSource, BTreeSet<String>)> = BTreeMap::new();
@@ -444,18 +506,19 @@ async fn finish(
     obj: &DynamicObject,
     previous: Option<&BeehiveClusterStatus>,
     generation: Option<i64>,
-    outcome: &Outcome,
-    progress: Option<&status::Progress>,
-    endpoint: Option<String>,
+    verdict: &Verdict,
 ) -> Result<BeehiveClusterStatus, Error> {
-    let new = status::compute(
+    let mut new = status::compute(
         previous,
         generation,
-        outcome,
-        progress,
-        endpoint,
+        &verdict.outcome,
+        verdict.progress.as_ref(),
+        verdict.endpoint.clone(),
         (ctx.now)(),
     );
+    if let Some(reindex) = &verdict.reindex {
+        new.search.reindex = Some(reindex.clone());
+    }
     if previous == Some(&new) {
         return Ok(new);
     }
@@ -477,7 +540,12 @@ async fn finish(
     )
     .await?;
     metrics::status_written();
-    for t in status::transitions(previous, &new) {
+    let mut events = status::transitions(previous, &new);
+    if let Some(now) = &new.search.reindex {
+        let before = previous.and_then(|p| p.search.reindex.as_ref());
+        events.extend(reindex::event(before, now));
+    }
+    for t in events {
         publish(ctx, obj, t.warning, &t.reason, &t.note).await;
     }
     Ok(new)

@@ -103,6 +103,9 @@ pub struct Inputs {
     /// SHA-256 (hex) of each referenced Secret key's value, by `name/key`. Feeds the config
     /// hash so pods roll when a Secret's content changes.
     pub secret_hashes: BTreeMap<String, String>,
+    /// The namespace the operator runs in (its pods are admitted to the search
+    /// component's gRPC port by the NetworkPolicy, for reindex requests).
+    pub operator_namespace: Option<String>,
 }
 
 impl Inputs {
@@ -657,7 +660,7 @@ pub fn build_all(cluster: &BeehiveCluster, inputs: &Inputs) -> Result<Desired, B
     }
 
     if spec.network_policy.enabled {
-        for np in network_policy::build(&c) {
+        for np in network_policy::build(&c, inputs.operator_namespace.as_deref()) {
             desired.push(&np)?;
         }
     }

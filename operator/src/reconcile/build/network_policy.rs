@@ -1,5 +1,6 @@
 //! Optional NetworkPolicies: the installation's pods accept traffic from each other; the
-//! gateway's HTTP port and every pod's admin port (metrics) from anywhere.
+//! gateway's HTTP port and every pod's admin port (metrics) from anywhere; the search
+//! component's gRPC port from the operator's pods (reindex requests).
 
 use std::collections::BTreeMap;
 
@@ -32,26 +33,59 @@ fn tcp(port: i32) -> NetworkPolicyPort {
     }
 }
 
-/// The policies.
-pub fn build(c: &ClusterRef<'_>) -> Vec<NetworkPolicy> {
+/// Label `app.kubernetes.io/name` of the operator's pods (the chart's name).
+pub const OPERATOR_POD_NAME: &str = "beehive-operator";
+
+/// The operator's pods in its own namespace: a peer naming both matches only them (a pod
+/// label alone could be copied by anyone who may create pods in any namespace).
+fn operator_peer(operator_namespace: &str) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "kubernetes.io/metadata.name".to_string(),
+                operator_namespace.to_string(),
+            )])),
+            match_expressions: None,
+        }),
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                labels::NAME.to_string(),
+                OPERATOR_POD_NAME.to_string(),
+            )])),
+            match_expressions: None,
+        }),
+        ip_block: None,
+    }
+}
+
+/// The policies; `operator_namespace` (where the operator runs, when known) is admitted to
+/// the search component's gRPC port.
+pub fn build(c: &ClusterRef<'_>, operator_namespace: Option<&str>) -> Vec<NetworkPolicy> {
+    let mut ingress = vec![
+        NetworkPolicyIngressRule {
+            from: Some(vec![NetworkPolicyPeer {
+                pod_selector: Some(instance_selector(c)),
+                ..NetworkPolicyPeer::default()
+            }]),
+            ports: None,
+        },
+        NetworkPolicyIngressRule {
+            from: None,
+            ports: Some(vec![tcp(ADMIN_PORT)]),
+        },
+    ];
+    if let Some(ns) = operator_namespace {
+        ingress.push(NetworkPolicyIngressRule {
+            from: Some(vec![operator_peer(ns)]),
+            ports: Some(vec![tcp(Component::Search.port())]),
+        });
+    }
     let default = NetworkPolicy {
         metadata: c.meta(c.child_name("default"), "network-policy"),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(instance_selector(c)),
             policy_types: Some(vec!["Ingress".into()]),
-            ingress: Some(vec![
-                NetworkPolicyIngressRule {
-                    from: Some(vec![NetworkPolicyPeer {
-                        pod_selector: Some(instance_selector(c)),
-                        ..NetworkPolicyPeer::default()
-                    }]),
-                    ports: None,
-                },
-                NetworkPolicyIngressRule {
-                    from: None,
-                    ports: Some(vec![tcp(ADMIN_PORT)]),
-                },
-            ]),
+            ingress: Some(ingress),
             egress: None,
         }),
     };
@@ -82,7 +116,7 @@ mod tests {
     #[test]
     fn gateway_open_rest_internal() {
         let c = cluster("demo", BeehiveClusterSpec::default());
-        let nps = build(&ClusterRef::new(&c).unwrap());
+        let nps = build(&ClusterRef::new(&c).unwrap(), None);
         assert_eq!(nps.len(), 2);
         let gw = nps[1].spec.as_ref().unwrap();
         assert_eq!(
@@ -92,5 +126,37 @@ mod tests {
         assert!(gw.ingress.as_ref().unwrap()[0].from.is_none());
         let def = nps[0].spec.as_ref().unwrap();
         assert!(def.ingress.as_ref().unwrap()[0].from.is_some());
+        assert_eq!(def.ingress.as_ref().unwrap().len(), 2, "no operator rule");
+    }
+
+    #[test]
+    fn the_operator_reaches_search_grpc_only() {
+        let c = cluster("demo", BeehiveClusterSpec::default());
+        let nps = build(&ClusterRef::new(&c).unwrap(), Some("beehive-system"));
+        let rules = nps[0].spec.as_ref().unwrap().ingress.clone().unwrap();
+        let operator = &rules[2];
+        assert_eq!(
+            operator.ports.as_ref().unwrap()[0].port,
+            Some(IntOrString::Int(50055))
+        );
+        let peer = &operator.from.as_ref().unwrap()[0];
+        assert_eq!(
+            peer.namespace_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap()["kubernetes.io/metadata.name"],
+            "beehive-system"
+        );
+        assert_eq!(
+            peer.pod_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap()["app.kubernetes.io/name"],
+            "beehive-operator"
+        );
     }
 }
