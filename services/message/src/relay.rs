@@ -234,6 +234,20 @@ impl Relay {
                 next_rebalance.saturating_duration_since(tokio::time::Instant::now())
                     + Duration::from_millis(1),
             );
+            if !self.wait_for_work(&mut listener, wait).await {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sleeps until this process raised the outbox signal, another process's commit
+    /// was notified, or `wait` passed. Notifications this process sent itself are
+    /// skipped: its signal already woke the relay for that commit, and a second fetch
+    /// would find nothing (at low rates that was one empty fetch per send). Returns
+    /// `false` on shutdown.
+    async fn wait_for_work(&self, listener: &mut PgListener, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
             let local = self.signal.clone();
             let raised = async move {
                 match local {
@@ -242,21 +256,35 @@ impl Relay {
                 }
             };
             tokio::select! {
-                () = raised => {}
+                () = raised => return true,
                 notified = listener.recv() => {
-                    if let Err(error) = notified {
-                        // The listener reconnects by itself on the next recv; the poll
-                        // covers anything committed meanwhile.
-                        tracing::warn!(%error, "outbox listener failed");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    let mut foreign = match notified {
+                        Ok(notification) => !self.is_own(notification.payload()),
+                        Err(error) => {
+                            // The listener reconnects by itself on the next recv; the
+                            // poll covers anything committed meanwhile.
+                            tracing::warn!(%error, "outbox listener failed");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            true
+                        }
+                    };
+                    // Many commits, one batch: take what queued up meanwhile.
+                    while let Some(notification) = listener.next_buffered() {
+                        foreign |= !self.is_own(notification.payload());
                     }
-                    // Many commits, one batch: drop what queued up meanwhile.
-                    while listener.next_buffered().is_some() {}
+                    if foreign {
+                        return true;
+                    }
                 }
-                () = tokio::time::sleep(wait) => {}
-                () = self.shutdown.wait_owned() => return Ok(()),
+                () = tokio::time::sleep_until(deadline) => return true,
+                () = self.shutdown.wait_owned() => return false,
             }
         }
+    }
+
+    /// Whether a notification came from this process's own commits.
+    fn is_own(&self, payload: &str) -> bool {
+        self.signal.as_ref().is_some_and(|s| s.is_own(payload))
     }
 
     /// Relays one batch of the owned partitions.

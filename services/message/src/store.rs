@@ -177,6 +177,9 @@ pub struct OutboxSignal {
 
 #[derive(Default)]
 struct SignalInner {
+    /// Payload of this process's NOTIFYs, so its own relay, already woken through
+    /// `local`, can ignore them instead of fetching a second time for one commit.
+    origin: OutboxOrigin,
     pending: AtomicBool,
     wake: tokio::sync::Notify,
     /// Wakes this process's own relay directly, a database round trip sooner.
@@ -198,6 +201,12 @@ impl OutboxSignal {
         self.inner.local.notified().await;
     }
 
+    /// Whether a NOTIFY payload came from this process: its commit already raised the
+    /// local signal (before the NOTIFY was sent), so the notification adds nothing.
+    pub fn is_own(&self, payload: &str) -> bool {
+        payload == self.inner.origin.0
+    }
+
     /// Issues the NOTIFYs until `shutdown`.
     pub async fn run_notifier(self, pool: PgPool, shutdown: beehive_common::Shutdown) {
         loop {
@@ -206,8 +215,9 @@ impl OutboxSignal {
                 () = shutdown.wait_owned() => return,
             }
             self.inner.pending.store(false, Ordering::Release);
-            if let Err(error) = sqlx::query("SELECT pg_notify($1, '')")
+            if let Err(error) = sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(OUTBOX_CHANNEL)
+                .bind(&self.inner.origin.0)
                 .execute(&pool)
                 .await
             {
@@ -215,6 +225,15 @@ impl OutboxSignal {
                 tracing::debug!(%error, "cannot notify the outbox relays");
             }
         }
+    }
+}
+
+/// A process's NOTIFY payload: a random id.
+struct OutboxOrigin(String);
+
+impl Default for OutboxOrigin {
+    fn default() -> Self {
+        Self(Uuid::new_v4().simple().to_string())
     }
 }
 
@@ -1289,5 +1308,22 @@ pub mod relay {
         .execute(conn)
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_recognises_its_own_notifications_only() {
+        let ours = OutboxSignal::default();
+        let theirs = OutboxSignal::default();
+        let payload = ours.inner.origin.0.clone();
+        assert!(ours.is_own(&payload));
+        assert!(ours.clone().is_own(&payload), "clones share the origin");
+        assert!(!theirs.is_own(&payload));
+        // An empty payload (an older process's NOTIFY) is never ours.
+        assert!(!ours.is_own(""));
     }
 }
