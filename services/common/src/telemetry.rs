@@ -250,7 +250,12 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     (
         "beehive_outbox_published_total",
         Kind::Counter,
-        "Messages the outbox relay published.",
+        "Broker messages the outbox relay published (one event batch per destination per relay batch).",
+    ),
+    (
+        "beehive_outbox_events_published_total",
+        Kind::Counter,
+        "Events the outbox relay published, counted inside its event batches.",
     ),
     (
         "beehive_outbox_dead_total",
