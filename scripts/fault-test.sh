@@ -3,14 +3,17 @@
 # killed (-9), both gateways are rolled (SIGTERM and drain, issue 14), the message
 # service, RabbitMQ, Redis and PostgreSQL are restarted; then
 # every acknowledged message must have reached every recipient device exactly once, in
-# seq order. PostgreSQL, Redis and RabbitMQ are PRIVATE instances the test starts on
+# seq order. Before the chat load (issue 11, item 6): the file service is killed (-9)
+# between two tus PATCHes and in the middle of one; the upload must resume from the
+# stored offset and its bytes round-trip exactly; then a short `beehive-bench files`. PostgreSQL, Redis and RabbitMQ are PRIVATE instances the test starts on
 # free ports with their own data directories (the machine's shared servers are never
 # touched). See tests/fault/run.py.
 #
 #   scripts/fault-test.sh [--short]   about 2-3 minutes once built (CI)
 #   scripts/fault-test.sh --long      more load, every fault three times (~4.5 minutes)
 # Extra arguments go to tests/fault/run.py (e.g. --pairs 100 --rate 20 --keep, or
-# --faults rolling-restart --drain-window 5s for the rollout alone).
+# --faults rolling-restart --drain-window 5s for the rollout alone, --faults file-kill
+# for the file service alone, in seconds).
 # BEEHIVE_PROFILE=release builds and runs optimised binaries (default: dev).
 set -euo pipefail
 cd "$(dirname "$0")/.."

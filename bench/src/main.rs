@@ -188,6 +188,39 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// tus upload and download throughput of one file through the gateway, as ratios
+    /// of a plain copy (1 MiB blocks + fsync) on the same disk in the same run; RSS of
+    /// the gateway and file processes during parallel uploads and downloads of
+    /// several sizes. Exits non-zero if any byte comes back different.
+    Files {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Size of the throughput file.
+        #[arg(long, default_value = "100MiB", value_parser = scenario::files::byte_size)]
+        size: u64,
+        /// Bytes per tus PATCH (the console's tus client sends 1 MiB).
+        #[arg(long, default_value = "1MiB", value_parser = scenario::files::byte_size)]
+        chunk: u64,
+        /// Bytes per ranged download request.
+        #[arg(long, default_value = "8MiB", value_parser = scenario::files::byte_size)]
+        range: u64,
+        /// Uploads (then downloads) at once while RSS is sampled.
+        #[arg(long, default_value_t = 20)]
+        parallel: usize,
+        /// File sizes of the RSS phases, comma-separated (0: none).
+        #[arg(long, value_delimiter = ',', default_value = "5MiB,50MiB", value_parser = scenario::files::byte_size)]
+        rss_sizes: Vec<u64>,
+        /// Gateway process ids whose RSS to sample.
+        #[arg(long, value_delimiter = ',')]
+        pid: Vec<u32>,
+        /// File service process ids whose RSS to sample.
+        #[arg(long, value_delimiter = ',')]
+        file_pid: Vec<u32>,
+        /// Directory of the reference copy: the file service's storage directory, or
+        /// one on the same disk (default: the temporary directory).
+        #[arg(long)]
+        copy_dir: Option<std::path::PathBuf>,
+    },
     /// Ceilings, then chat and group against the server, with ratios.
     All {
         #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -438,6 +471,40 @@ async fn main() -> anyhow::Result<()> {
             })
             .await?;
             report::emit(&scenario::search::summary(&result), &result);
+            return Ok(());
+        }
+        Command::Files {
+            url,
+            size,
+            chunk,
+            range,
+            parallel,
+            rss_sizes,
+            pid,
+            file_pid,
+            copy_dir,
+        } => {
+            let api = client::Api::new(&url)?;
+            let user = api
+                .register(&format!("{}_files", prefix()))
+                .await
+                .context("registering the uploader")?;
+            let result = scenario::files::run(
+                scenario::files::FilesOptions {
+                    url,
+                    size,
+                    chunk,
+                    range,
+                    parallel,
+                    rss_sizes,
+                    gateway_pids: pid,
+                    file_pids: file_pid,
+                    copy_dir: copy_dir.unwrap_or_else(std::env::temp_dir),
+                },
+                user.token,
+            )
+            .await?;
+            report::emit(&scenario::files::summary(&result), &result);
             return Ok(());
         }
         Command::CeilingRelay {

@@ -3,8 +3,13 @@
 
 Starts PRIVATE PostgreSQL, Redis and RabbitMQ servers (own data directories and
 ports, so restarting them disturbs nothing else on the machine), runs Beehive as
-separate processes against them (two gateways, the message service alone, and
-auth/user/social/presence together), and drives `beehive-bench fault` through them:
+separate processes against them (two gateways, the message service alone, the file
+service alone, and auth/user/social/presence together). First (fault `file-kill`,
+issue 11 item 6; see files.py) it kills the file service with SIGKILL between two tus
+PATCHes and in the middle of one, and checks that the upload resumes from the stored
+offset, the bytes round-trip exactly, nothing is visible before completion and the
+sweeper reclaims the killed write's leftovers; then a short `beehive-bench files` run
+(the CI smoke of the file benchmark). Then it drives `beehive-bench fault` through them:
 senders resend unacknowledged messages with the same client_msg_id, recipients with
 two devices each reconnect and sync. While it runs, this script
 
@@ -39,6 +44,8 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+import files as file_fault
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -217,7 +224,7 @@ class RabbitMQ:
         return f"amqp://guest:guest@127.0.0.1:{self.port}/%2f"
 
 
-COMPONENTS = ["auth", "user", "social", "message", "presence"]
+COMPONENTS = ["auth", "user", "social", "message", "presence", "file"]
 
 
 class Beehive:
@@ -294,8 +301,51 @@ def beehive_env(pg: Postgres, redis: Redis, rmq: RabbitMQ, ports: dict) -> dict:
     return env
 
 
-# Fault names for --faults, in the order a round runs them.
-FAULTS = ["gateway-kill", "rolling-restart", "message-term", "message-kill", "rabbitmq", "redis", "postgres"]
+def run_files(args, gw: Beehive, files: Beehive, storage: Path, pg: Postgres, logs: Path, results: dict) -> None:
+    """Fault `file-kill` (files.py), then the file benchmark's smoke run through the
+    same gateway, sampling the gateway's and the file service's RSS."""
+    started = time.monotonic()
+    log("fault: kill -9 the file service between tus PATCHes and in the middle of one")
+    psql = file_fault.Psql(pg.bin / "psql", pg.port, "beehive_fault")
+    figures = file_fault.run(gw.http, files, storage, psql, log)  # type: ignore[attr-defined]
+    took = time.monotonic() - started
+    (logs / "file-kill.json").write_text(json.dumps(figures, indent=2))
+    results.setdefault("faults", []).append({"fault": "file-kill", "seconds": round(took, 1)})
+    between, mid = figures["between_patches"], figures["mid_patch"]
+    results.setdefault("lines", []).extend([
+        f"  file-kill: {figures['bytes']} bytes in {figures['chunk']}-byte PATCHes, sha256 {figures['sha256'][:16]}..",
+        f"    killed between PATCHes at offset {between['offset_at_kill']} (PATCH while down: "
+        f"{between['patch_while_down']}); resumed from {between['resumed_from']}",
+        f"    killed mid-PATCH at offset {mid['offset_at_kill']}: {mid['body_bytes_sent']} of {mid['body_length']} "
+        f"body bytes sent, {mid['bytes_on_file_disk_at_kill']} on the file service's disk; client saw "
+        f"{mid['client_saw']}; resumed from {mid['resumed_from']}",
+        f"    client retries {figures['retries']}; download equal to the bytes sent: {figures['download_equal']}; "
+        f"after the sweep: {len(figures['swept']['objects_left'])} object (the blob), 0 tmp files, 0 garbage rows",
+    ])
+    log(f"fault: file-kill: passed in {took:.1f} s ({figures['retries']} client retries)")
+
+    log("files benchmark smoke: 8 MiB up and down, then 8 parallel uploads of 1 and 3 MiB")
+    with open(logs / "files-bench.json", "w") as out, open(logs / "files-bench.log", "w") as err:
+        code = subprocess.run(
+            [args.bench, "files", "--url", f"http://127.0.0.1:{gw.http}",  # type: ignore[attr-defined]
+             "--size", "8MiB", "--chunk", "1MiB", "--range", "1MiB", "--parallel", "8",
+             "--rss-sizes", "1MiB,3MiB", "--copy-dir", str(storage),
+             "--pid", str(gw.proc.pid if gw.proc else 0), "--file-pid", str(files.proc.pid if files.proc else 0)],
+            stdout=out, stderr=err, timeout=300).returncode
+    summary = (logs / "files-bench.log").read_text()
+    sys.stderr.write(summary)
+    if code != 0:
+        raise file_fault.FileFaultError(f"beehive-bench files exited with {code}: {summary[-2000:]}")
+    for line in summary.strip().splitlines():
+        results["lines"].append(f"  files bench smoke: {line}")
+
+
+# Fault names for --faults, in the order a round runs them (under the chat load).
+CHAT_FAULTS = ["gateway-kill", "rolling-restart", "message-term", "message-kill", "rabbitmq", "redis", "postgres"]
+# Run once before the chat load: the file service killed mid-upload, then the file
+# benchmark's smoke run.
+FILE_FAULTS = ["file-kill"]
+FAULTS = FILE_FAULTS + CHAT_FAULTS
 
 
 def main() -> int:
@@ -352,124 +402,142 @@ def main() -> int:
             gw = Beehive(name, args.bin, "gateway", gw_env, logs)
             gw.http = http  # type: ignore[attr-defined]
             gateways.append(gw)
-        processes = [core, message, *gateways]
+        file_env = dict(env)
+        file_storage = base / "files"
+        file_env["BEEHIVE_FILE_STORAGE_DIR"] = str(file_storage)
+        # The sweeper runs every grace/4 (at least 0.5 s): the file-kill fault waits for it.
+        file_env["BEEHIVE_FILE_GC_GRACE"] = "2s"
+        files = Beehive("file", args.bin, "file", file_env, logs)
+        processes = [core, message, files, *gateways]
         for p in processes:
             p.start()
         for p in processes:
             p.wait_ready()
         log("beehive up: " + ", ".join(f"{p.name} (admin :{p.admin_port})" for p in processes))
 
-        fault_seconds = rounds * (len(chosen) * gap + 25)
-        duration = int(fault_seconds + 15)
-        ready_file = base / "bench.ready"
-        urls = ",".join(f"http://127.0.0.1:{g.http}" for g in gateways)  # type: ignore[attr-defined]
-        bench_out = open(logs / "bench.json", "w")
-        bench_err = open(logs / "bench.log", "w")
-        bench = subprocess.Popen(
-            [args.bench, "fault", "--url", urls, "--pairs", str(pairs), "--group-members", str(group), "--devices", "2",
-             "--rate", str(rate), "--duration", f"{duration}s", "--settle", "90s",
-             "--ready-file", str(ready_file)],
-            stdout=bench_out, stderr=bench_err)
-        wait_until("bench provisioned", lambda: ready_file.exists() or bench.poll() is not None, 300)
-        if bench.poll() is not None:
-            raise RuntimeError(f"bench exited early: {(logs / 'bench.log').read_text()[-2000:]}")
-        log(f"load running: {pairs} pairs and a group of {group}, 2 devices per recipient, "
-            f"{rate:g} msg/s per sender, {duration} s of sending")
+        results: dict = {}
+        if "file-kill" in chosen:
+            run_files(args, gateways[0], files, file_storage, pg, logs, results)
 
-        def pause(seconds: float) -> None:
-            end = time.monotonic() + seconds
-            while time.monotonic() < end:
-                for p in processes:
-                    p.check_alive()
-                time.sleep(0.2)
+        chat_faults = [f for f in chosen if f in CHAT_FAULTS]
+        chat_ok = True
+        if chat_faults:
+            fault_seconds = rounds * (len(chat_faults) * gap + 25)
+            duration = int(fault_seconds + 15)
+            ready_file = base / "bench.ready"
+            urls = ",".join(f"http://127.0.0.1:{g.http}" for g in gateways)  # type: ignore[attr-defined]
+            bench_out = open(logs / "bench.json", "w")
+            bench_err = open(logs / "bench.log", "w")
+            bench = subprocess.Popen(
+                [args.bench, "fault", "--url", urls, "--pairs", str(pairs), "--group-members", str(group), "--devices", "2",
+                 "--rate", str(rate), "--duration", f"{duration}s", "--settle", "90s",
+                 "--ready-file", str(ready_file)],
+                stdout=bench_out, stderr=bench_err)
+            wait_until("bench provisioned", lambda: ready_file.exists() or bench.poll() is not None, 300)
+            if bench.poll() is not None:
+                raise RuntimeError(f"bench exited early: {(logs / 'bench.log').read_text()[-2000:]}")
+            log(f"load running: {pairs} pairs and a group of {group}, 2 devices per recipient, "
+                f"{rate:g} msg/s per sender, {duration} s of sending")
 
-        faults = []
+            def pause(seconds: float) -> None:
+                end = time.monotonic() + seconds
+                while time.monotonic() < end:
+                    for p in processes:
+                        p.check_alive()
+                    time.sleep(0.2)
 
-        def fault(name: str, action) -> None:
-            started = time.monotonic()
-            log(f"fault: {name}")
-            action()
-            took = time.monotonic() - started
-            faults.append({"fault": name, "seconds": round(took, 1)})
-            log(f"fault: {name}: recovered in {took:.1f} s")
-            pause(gap)
+            def fault(name: str, action) -> None:
+                started = time.monotonic()
+                log(f"fault: {name}")
+                action()
+                took = time.monotonic() - started
+                results.setdefault("faults", []).append({"fault": name, "seconds": round(took, 1)})
+                log(f"fault: {name}: recovered in {took:.1f} s")
+                pause(gap)
 
-        def kill_gateway(gw: Beehive) -> None:
-            gw.signal(signal.SIGKILL)
-            time.sleep(1)
-            gw.start()
-            gw.wait_ready()
-
-        def rolling_restart() -> None:
-            # A rollout: each gateway in turn gets SIGTERM, fails readiness, tells its
-            # clients to reconnect (to the other one) and closes their sockets in waves
-            # over the drain window, exits cleanly, and comes back.
-            for gw in gateways:
-                gw.signal(signal.SIGTERM)
-                code = gw.proc.returncode if gw.proc else None
-                if code != 0:
-                    raise RuntimeError(f"{gw.name} exited with {code} after SIGTERM; see {gw.log_path}")
+            def kill_gateway(gw: Beehive) -> None:
+                gw.signal(signal.SIGKILL)
+                time.sleep(1)
                 gw.start()
                 gw.wait_ready()
 
-        def restart_message(sig: int) -> None:
-            message.signal(sig)
-            message.start()
-            message.wait_ready()
+            def rolling_restart() -> None:
+                # A rollout: each gateway in turn gets SIGTERM, fails readiness, tells its
+                # clients to reconnect (to the other one) and closes their sockets in waves
+                # over the drain window, exits cleanly, and comes back.
+                for gw in gateways:
+                    gw.signal(signal.SIGTERM)
+                    code = gw.proc.returncode if gw.proc else None
+                    if code != 0:
+                        raise RuntimeError(f"{gw.name} exited with {code} after SIGTERM; see {gw.log_path}")
+                    gw.start()
+                    gw.wait_ready()
 
-        def after_infra() -> None:
-            # Components stay up through infrastructure restarts; wait until every one
-            # reports its dependencies reachable again.
-            wait_until("beehive ready again", lambda: all(p.ready() for p in processes), 120)
+            def restart_message(sig: int) -> None:
+                message.signal(sig)
+                message.start()
+                message.wait_ready()
 
-        pause(5)
-        for r in range(rounds):
-            victim = gateways[r % 2]
-            actions = {
-                "gateway-kill": (f"kill -9 {victim.name} and start it again", lambda: kill_gateway(victim)),
-                "rolling-restart": (f"rolling restart of the gateways (SIGTERM, {args.drain_window} drain window)",
-                                    rolling_restart),
-                # A graceful restart (rolling update) and a crash (kill -9 mid-transaction).
-                "message-term": ("restart the message service (SIGTERM)", lambda: restart_message(signal.SIGTERM)),
-                "message-kill": ("kill -9 the message service and start it again",
-                                 lambda: restart_message(signal.SIGKILL)),
-                "rabbitmq": ("restart RabbitMQ", lambda: (rmq.restart(), after_infra())),
-                "redis": ("restart Redis", lambda: (redis.restart(), after_infra())),
-                "postgres": ("restart PostgreSQL (immediate shutdown)", lambda: (pg.restart(), after_infra())),
-            }
-            for name in FAULTS:
-                if name in chosen:
-                    fault(*actions[name])
+            def after_infra() -> None:
+                # Components stay up through infrastructure restarts; wait until every one
+                # reports its dependencies reachable again.
+                wait_until("beehive ready again", lambda: all(p.ready() for p in processes), 120)
 
-        log("faults done; waiting for the bench to finish and verify")
-        while bench.poll() is None:
-            for p in processes:
-                p.check_alive()
-            time.sleep(0.5)
-        bench_out.close()
-        bench_err.close()
-        sys.stderr.write((logs / "bench.log").read_text())
-        try:
-            result = json.loads((logs / "bench.json").read_text())
-        except json.JSONDecodeError:
-            result = {}
+            pause(5)
+            for r in range(rounds):
+                victim = gateways[r % 2]
+                actions = {
+                    "gateway-kill": (f"kill -9 {victim.name} and start it again", lambda: kill_gateway(victim)),
+                    "rolling-restart": (f"rolling restart of the gateways (SIGTERM, {args.drain_window} drain window)",
+                                        rolling_restart),
+                    # A graceful restart (rolling update) and a crash (kill -9 mid-transaction).
+                    "message-term": ("restart the message service (SIGTERM)", lambda: restart_message(signal.SIGTERM)),
+                    "message-kill": ("kill -9 the message service and start it again",
+                                     lambda: restart_message(signal.SIGKILL)),
+                    "rabbitmq": ("restart RabbitMQ", lambda: (rmq.restart(), after_infra())),
+                    "redis": ("restart Redis", lambda: (redis.restart(), after_infra())),
+                    "postgres": ("restart PostgreSQL (immediate shutdown)", lambda: (pg.restart(), after_infra())),
+                }
+                for name in CHAT_FAULTS:
+                    if name in chat_faults:
+                        fault(*actions[name])
+
+            log("faults done; waiting for the bench to finish and verify")
+            while bench.poll() is None:
+                for p in processes:
+                    p.check_alive()
+                time.sleep(0.5)
+            bench_out.close()
+            bench_err.close()
+            sys.stderr.write((logs / "bench.log").read_text())
+            try:
+                result = json.loads((logs / "bench.json").read_text())
+            except json.JSONDecodeError:
+                result = {}
+            keys = ["acked", "expected_deliveries", "delivered_exactly_once", "missing", "mismatched",
+                    "seq_gaps", "raw_duplicates", "live_order_violations", "final_sync_order_violations",
+                    "idempotency_violations", "seq_collisions", "unacked_at_end", "resent", "reconnects",
+                    "reconnect_frames", "peak_reconnects_per_second", "syncs", "gap_syncs", "error_replies"]
+            lines = results.setdefault("lines", [])
+            for k in keys:
+                lines.append(f"  {k:32} {result.get(k)}")
+            busy = [f"{s}s:{n}" for s, n in result.get("reconnects_per_second", [])]
+            lines.append(f"  {'reconnects per second':32} {' '.join(busy)}")
+            for v in result.get("violations", [])[:20]:
+                lines.append(f"  violation: {v}")
+            chat_ok = bench.returncode == 0 and result.get("ok") is True
         exits = {p.name: p.unexpected_exits for p in processes if p.unexpected_exits}
-        print(json.dumps({"faults": faults, "unexpected_exits": exits}, indent=2))
-        keys = ["acked", "expected_deliveries", "delivered_exactly_once", "missing", "mismatched",
-                "seq_gaps", "raw_duplicates", "live_order_violations", "final_sync_order_violations",
-                "idempotency_violations", "seq_collisions", "unacked_at_end", "resent", "reconnects",
-                "reconnect_frames", "peak_reconnects_per_second", "syncs", "gap_syncs", "error_replies"]
-        for k in keys:
-            print(f"  {k:32} {result.get(k)}")
-        busy = [f"{s}s:{n}" for s, n in result.get("reconnects_per_second", [])]
-        print(f"  {'reconnects per second':32} {' '.join(busy)}")
-        for v in result.get("violations", [])[:20]:
-            print(f"  violation: {v}")
-        ok = bench.returncode == 0 and result.get("ok") is True
+        print(json.dumps({"faults": results.get("faults", []), "unexpected_exits": exits}, indent=2))
+        for line in results.get("lines", []):
+            print(line)
+        ok = chat_ok
         if exits:
             log(f"beehive processes exited on their own during the faults: {exits}")
             ok = False
         return 0 if ok else 1
+    except file_fault.FileFaultError as e:
+        log(f"!! file-kill failed: {e}")
+        return 1
     finally:
         if bench and bench.poll() is None:
             bench.kill()

@@ -88,6 +88,22 @@ where
     })
 }
 
+/// The error of a PATCH's call. A connection to the file service that broke mid-call
+/// (the process died or was restarted) arrives as `unknown` with the transport error
+/// as its source, not a status the service sent: that is the service being
+/// unavailable, and the client resumes (tus: HEAD, then PATCH from the stored offset),
+/// not an internal error.
+fn write_error(status: &tonic::Status) -> Error {
+    if status.code() == tonic::Code::Unknown && std::error::Error::source(status).is_some() {
+        tracing::warn!(%status, "the file service's connection broke during an upload");
+        return Error::Unavailable(
+            "the file service went away during the upload; HEAD the upload and resume from its offset"
+                .to_owned(),
+        );
+    }
+    Error::from_status(status)
+}
+
 impl Clients {
     /// Connects to every component at its configured address. Nothing is dialled
     /// here: channels connect lazily and re-resolve DNS in the background.
@@ -530,7 +546,7 @@ impl Clients {
             file.write_upload(stream)
                 .await
                 .map(Response::into_inner)
-                .map_err(|status| Error::from_status(&status))
+                .map_err(|status| write_error(&status))
         })
     }
 
@@ -557,5 +573,27 @@ impl Clients {
     pub fn delete_file(&self, request: pb::GetFileMetaRequest) -> Call<pb::DeleteFileResponse> {
         let mut file = self.file.clone();
         once(request, move |r| async move { file.delete_file(r).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_broken_mid_upload_is_unavailable_not_internal() {
+        let broken = tonic::Status::from_error(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection reset",
+        )));
+        assert_eq!(broken.code(), tonic::Code::Unknown);
+        assert!(matches!(write_error(&broken), Error::Unavailable(_)));
+        // An `unknown` the service itself answered stays an internal error.
+        let answered = tonic::Status::unknown("something odd");
+        assert!(matches!(write_error(&answered), Error::Internal(_)));
+        assert!(matches!(
+            write_error(&tonic::Status::not_found("upload")),
+            Error::NotFound(_)
+        ));
     }
 }
