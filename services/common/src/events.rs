@@ -196,22 +196,15 @@ pub async fn declare_search_queue(
     Ok(queue)
 }
 
-/// The copy of a message event (created, edited, deleted) that goes to the search
-/// index: the payload only (no recipients, no device exclusion); `None` for any other
-/// event.
-pub fn search_index_copy(event: &Event) -> Option<Event> {
+/// Whether the search index takes `event`: message events (created, edited, deleted).
+/// Its copy is the payload alone, no recipients, no device exclusion
+/// ([`crate::event_batch::encode_payload`]).
+pub fn is_search_indexed(event: &Event) -> bool {
     use beehive_proto::v1::event::Payload;
-    match &event.payload {
-        Some(Payload::Message(_) | Payload::MessageEdited(_) | Payload::MessageDeleted(_)) => {
-            Some(Event {
-                recipient_ids: Vec::new(),
-                exclude_device_user_id: String::new(),
-                exclude_device_id: String::new(),
-                payload: event.payload.clone(),
-            })
-        }
-        _ => None,
-    }
+    matches!(
+        event.payload,
+        Some(Payload::Message(_) | Payload::MessageEdited(_) | Payload::MessageDeleted(_))
+    )
 }
 
 pub use crate::routing::split_by_instance;
@@ -386,7 +379,10 @@ mod tests {
                 exclude_device_id: "phone".into(),
                 payload: Some(payload.clone()),
             };
-            let copy = search_index_copy(&event).expect("copied");
+            assert!(is_search_indexed(&event));
+            let mut bytes = Vec::new();
+            crate::event_batch::encode_payload(&event, &mut bytes);
+            let copy = Event::decode(bytes.as_slice()).expect("an Event");
             assert!(copy.recipient_ids.is_empty() && copy.exclude_device_id.is_empty());
             assert_eq!(copy.payload, Some(payload));
         }
@@ -394,7 +390,7 @@ mod tests {
             payload: Some(Payload::Typing(TypingEvent::default())),
             ..Event::default()
         };
-        assert_eq!(search_index_copy(&typing), None);
+        assert!(!is_search_indexed(&typing));
     }
 
     #[test]

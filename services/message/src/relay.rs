@@ -30,7 +30,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use beehive_common::event_batch::{self, Batch, Batches, EVENT_BATCH_TYPE};
-use beehive_common::events::{Names, SEARCH_INDEX_ROUTING_KEY, declare_topology};
+use beehive_common::events::{
+    Names, SEARCH_INDEX_ROUTING_KEY, declare_topology, is_search_indexed,
+};
 use beehive_common::routing::{self, InstancesOf};
 use beehive_common::{Error, Settings, Shutdown};
 use beehive_proto::v1::Event;
@@ -704,14 +706,6 @@ fn encode_batches(events: &[(Vec<i64>, Event)], routes: &InstancesOf) -> Vec<Bat
         }
     }
     batches.finish()
-}
-
-/// Whether the search index takes `event` (message created, edited, deleted).
-fn is_search_indexed(event: &Event) -> bool {
-    matches!(
-        event.payload,
-        Some(Payload::Message(_) | Payload::MessageEdited(_) | Payload::MessageDeleted(_))
-    )
 }
 
 /// Why the broker could not take a batch.
