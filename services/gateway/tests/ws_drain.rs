@@ -89,6 +89,8 @@ async fn ride_out_the_drain(
         .unwrap_or_else(|e| panic!("client {client} reconnects to the other gateway: {e}"));
     let last_seen = live.last().copied().unwrap_or(0);
     let (synced, _) = ws.sync_all(json!({ group: last_seen })).await;
+    // Live frames of the new socket arrive among the sync's output and can repeat it;
+    // the set is what counts (a client dedupes by seq, API.md), checked below.
     let synced = synced
         .iter()
         .map(|m| m["seq"].as_u64().expect("seq"))
@@ -244,11 +246,16 @@ async fn a_draining_gateway_moves_its_clients_in_waves_and_loses_nothing() {
             "client {n}: live seqs out of order or duplicated: {:?}",
             client.live
         );
-        // The sync returns exactly the gap after the last live frame.
+        // The sync returns exactly the gap after the last live frame (live frames of
+        // the new socket can interleave with its output: compare as a set).
         let last_live = client.live.last().copied().unwrap_or(0);
+        let synced: BTreeSet<u64> = client.synced.iter().copied().collect();
         assert!(
-            client.synced.windows(2).all(|w| w[0] < w[1])
-                && client.synced.first().is_none_or(|&s| s == last_live + 1),
+            synced.first().is_none_or(|&s| s == last_live + 1)
+                && synced
+                    .iter()
+                    .zip(synced.iter().skip(1))
+                    .all(|(a, b)| a + 1 == *b),
             "client {n}: sync after {last_live} returned {:?}",
             client.synced
         );
@@ -266,15 +273,11 @@ async fn a_draining_gateway_moves_its_clients_in_waves_and_loses_nothing() {
             (1..=end).collect::<BTreeSet<_>>(),
             "client {n} missed messages"
         );
-        assert_eq!(
-            client.live.len() + client.synced.len(),
-            client
-                .live
-                .iter()
-                .chain(&client.synced)
-                .collect::<BTreeSet<_>>()
-                .len(),
-            "client {n} got a message both live and from its sync"
+        assert!(
+            client.live.iter().all(|seq| !synced.contains(seq)),
+            "client {n} got a message both live and from its sync: {:?} {:?}",
+            client.live,
+            client.synced
         );
         if wave_of(client.after_ms) == plan.waves().len() - 1 {
             // The consumer kept feeding the sockets not closed yet.
@@ -388,6 +391,15 @@ async fn a_zero_window_closes_every_socket_at_once() {
         .await;
     let mut back = Ws::connect(cluster.gw(0), &receivers[0], "phone").await;
     let (missed, _) = back.sync_all(json!({ group.clone(): 0 })).await;
-    assert_eq!(missed.len(), 1);
-    assert_eq!(missed[0]["content"], "after");
+    // "after" may also arrive live on `back` (its publish can follow the socket's
+    // registration): the same seq twice is one message to a client.
+    let contents: BTreeSet<(u64, String)> = missed
+        .iter()
+        .map(|m| {
+            let seq = m["seq"].as_u64().expect("seq");
+            (seq, m["content"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect();
+    assert_eq!(contents.len(), 1, "{missed:?}");
+    assert!(contents.iter().all(|(_, c)| c == "after"), "{missed:?}");
 }

@@ -415,8 +415,16 @@ async fn drain_on_shutdown(hub: Arc<Hub>) {
         let after = plan.reconnect_after(index).unwrap_or(window);
         conn.outbox.push(frame::reconnect(after));
     }
+    // When the previous wave's sockets were closed: a wave that ran late (slow
+    // unregistrations) must not drag the next one along with it, or the two would
+    // reach the other gateways as one burst.
+    let mut previous_closed: Option<tokio::time::Instant> = None;
     for (number, wave) in plan.waves().iter().enumerate() {
-        tokio::time::sleep_until(started + wave.offset).await;
+        let planned = started + wave.offset;
+        let spaced = previous_closed.map_or(planned, |at| {
+            planned.max(at + plan.wave_interval() / 2).min(deadline)
+        });
+        tokio::time::sleep_until(spaced).await;
         let batch = &sockets[wave.sockets.clone()];
         for conn in batch {
             hub.unregister(conn);
@@ -431,6 +439,16 @@ async fn drain_on_shutdown(hub: Arc<Hub>) {
         for conn in batch {
             conn.outbox.close(CloseReason::Shutdown);
         }
+        // The wave is over once its sockets wrote their queues and close frames and
+        // left the registry (a stalled one is cut off by its write timeout).
+        let flushed_by = (started + plan.next_offset(number))
+            .max(tokio::time::Instant::now() + UNREGISTER_WAIT)
+            .min(deadline);
+        wait_until(flushed_by, || {
+            batch.iter().all(|conn| !hub.registry.contains(conn))
+        })
+        .await;
+        previous_closed = Some(tokio::time::Instant::now());
         metrics::counter!("beehive_ws_drain_waves_total").increment(1);
         tracing::debug!(
             wave = number,

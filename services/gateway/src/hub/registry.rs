@@ -262,6 +262,13 @@ impl Registry {
         true
     }
 
+    /// Whether the socket is still registered.
+    pub fn contains(&self, conn: &Conn) -> bool {
+        self.shard(&conn.user_id)
+            .get(&conn.user_id)
+            .is_some_and(|list| list.iter().any(|c| c.id == conn.id))
+    }
+
     /// Queues `frame` on every socket of `user` except the device `exclude` (the
     /// sender's, which gets an `ack` instead).
     pub fn push(&self, user: &Uuid, frame: &Utf8Bytes, exclude: Option<&str>) -> Fanout {
@@ -364,8 +371,10 @@ mod tests {
         let b = conn(user, "b", "s", 4);
         registry.insert(a.clone());
         registry.insert(b.clone());
+        assert!(registry.contains(&a) && registry.contains(&b));
         assert!(registry.remove(&a));
         assert!(!registry.remove(&a));
+        assert!(!registry.contains(&a) && registry.contains(&b));
         assert_eq!((registry.connections(), registry.users()), (1, 1));
         assert!(registry.remove(&b));
         assert_eq!((registry.connections(), registry.users()), (0, 0));
