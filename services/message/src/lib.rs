@@ -89,7 +89,7 @@ pub async fn bind_with(
                         config.relay.clone(),
                         ctx.shutdown.clone(),
                     )
-                    .with_local_signal(signal.clone())
+                    .with_local_signal(&signal)
                     .run(),
                 )
             })

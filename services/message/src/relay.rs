@@ -48,8 +48,8 @@ use uuid::Uuid;
 use crate::conversation::OUTBOX_PARTITIONS;
 use crate::store::relay::{self as sql, OutboxRow};
 use crate::store::{
-    self, MemberRow, MessageRow, OUTBOX_CONVERSATION, OUTBOX_MESSAGE, OUTBOX_RECEIPT, OutboxSignal,
-    ReceiptRow,
+    self, LocalWake, MemberRow, MessageRow, OUTBOX_CONVERSATION, OUTBOX_MESSAGE, OUTBOX_RECEIPT,
+    OutboxSignal, Partitions, ReceiptRow,
 };
 use crate::view;
 use beehive_common::grpc::ClientChannel;
@@ -110,7 +110,9 @@ enum BatchOutcome {
 /// The relay task.
 pub struct Relay {
     pool: PgPool,
-    signal: Option<OutboxSignal>,
+    signal: Option<LocalWake>,
+    /// This process's signal, to recognise its own notifications.
+    origin: Option<OutboxSignal>,
     presence: PresenceServiceClient<ClientChannel>,
     publisher: Publisher,
     config: RelayConfig,
@@ -139,6 +141,7 @@ impl Relay {
         Self {
             pool,
             signal: None,
+            origin: None,
             presence,
             publisher: Publisher::new(settings),
             config,
@@ -148,9 +151,11 @@ impl Relay {
     }
 
     /// Also wakes on `signal`, raised by this process's own sends: the relay then
-    /// starts without waiting for the NOTIFY round trip.
-    pub fn with_local_signal(mut self, signal: OutboxSignal) -> Self {
-        self.signal = Some(signal);
+    /// starts without waiting for the NOTIFY round trip (and only when a send touched
+    /// one of its partitions), and it tells the signal whether relays run elsewhere.
+    pub fn with_local_signal(mut self, signal: &OutboxSignal) -> Self {
+        self.signal = Some(signal.subscribe());
+        self.origin = Some(signal.clone());
         self
     }
 
@@ -186,6 +191,8 @@ impl Relay {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(store::OUTBOX_CHANNEL).await?;
         sql::join(&mut conn).await?;
+        // Counted among this process's relays while the session (and its lock) lasts.
+        let _joined = self.signal.as_ref().map(LocalWake::joined);
         let mut owned: BTreeSet<i16> = BTreeSet::new();
         let mut next_rebalance = tokio::time::Instant::now();
         let mut outage_backoff = Duration::from_millis(100);
@@ -195,7 +202,10 @@ impl Relay {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= next_rebalance {
-                let hungry = rebalance(&mut conn, &mut owned).await?;
+                let (hungry, relays) = rebalance(&mut conn, &mut owned).await?;
+                if let Some(signal) = &self.signal {
+                    signal.counted_relays(relays);
+                }
                 // Below its share, a relay looks again soon: partitions another relay
                 // just released must not sit unowned for a whole interval.
                 let wait = if hungry {
@@ -236,24 +246,32 @@ impl Relay {
                 next_rebalance.saturating_duration_since(tokio::time::Instant::now())
                     + Duration::from_millis(1),
             );
-            if !self.wait_for_work(&mut listener, wait).await {
+            let owned_set: Partitions = owned.iter().copied().collect();
+            if !self.wait_for_work(&mut listener, owned_set, wait).await {
                 return Ok(());
             }
         }
     }
 
-    /// Sleeps until this process raised the outbox signal, another process's commit
-    /// was notified, or `wait` passed. Notifications this process sent itself are
-    /// skipped: its signal already woke the relay for that commit, and a second fetch
-    /// would find nothing (at low rates that was one empty fetch per send). Returns
-    /// `false` on shutdown.
-    async fn wait_for_work(&self, listener: &mut PgListener, wait: Duration) -> bool {
+    /// Sleeps until a commit of this process wrote rows into one of `owned`, another
+    /// process's commit was notified, or `wait` passed. Notifications this process
+    /// sent itself are skipped: its signal already woke the relay owning that commit's
+    /// partition, and a second fetch would find nothing (at low rates that was one
+    /// empty fetch per send). Returns `false` on shutdown.
+    async fn wait_for_work(
+        &mut self,
+        listener: &mut PgListener,
+        owned: Partitions,
+        wait: Duration,
+    ) -> bool {
         let deadline = tokio::time::Instant::now() + wait;
+        let origin = &self.origin;
+        let is_own = |payload: &str| origin.as_ref().is_some_and(|s| s.is_own(payload));
         loop {
-            let local = self.signal.clone();
-            let raised = async move {
-                match local {
-                    Some(signal) => signal.raised().await,
+            let local = &mut self.signal;
+            let raised = async {
+                match local.as_mut() {
+                    Some(signal) => signal.raised(owned).await,
                     None => std::future::pending().await,
                 }
             };
@@ -261,7 +279,7 @@ impl Relay {
                 () = raised => return true,
                 notified = listener.recv() => {
                     let mut foreign = match notified {
-                        Ok(notification) => !self.is_own(notification.payload()),
+                        Ok(notification) => !is_own(notification.payload()),
                         Err(error) => {
                             // The listener reconnects by itself on the next recv; the
                             // poll covers anything committed meanwhile.
@@ -272,7 +290,7 @@ impl Relay {
                     };
                     // Many commits, one batch: take what queued up meanwhile.
                     while let Some(notification) = listener.next_buffered() {
-                        foreign |= !self.is_own(notification.payload());
+                        foreign |= !is_own(notification.payload());
                     }
                     if foreign {
                         return true;
@@ -282,11 +300,6 @@ impl Relay {
                 () = self.shutdown.wait_owned() => return false,
             }
         }
-    }
-
-    /// Whether a notification came from this process's own commits.
-    fn is_own(&self, payload: &str) -> bool {
-        self.signal.as_ref().is_some_and(|s| s.is_own(payload))
     }
 
     /// Relays one batch of the owned partitions.
@@ -421,11 +434,11 @@ impl Relay {
 }
 
 /// Gives partitions above the fair share back and takes free ones up to it. Returns
-/// whether this relay still holds fewer than its share.
+/// whether this relay still holds fewer than its share, and how many relays run.
 async fn rebalance(
     conn: &mut PgConnection,
     owned: &mut BTreeSet<i16>,
-) -> Result<bool, sqlx::Error> {
+) -> Result<(bool, i64), sqlx::Error> {
     let relays = sql::live_relays(conn).await?.max(1);
     let total = i64::from(OUTBOX_PARTITIONS);
     let share = usize::try_from((total + relays - 1) / relays).unwrap_or(1);
@@ -452,7 +465,7 @@ async fn rebalance(
         }
     }
     metrics::gauge!("beehive_outbox_partitions_owned").set(owned.len() as f64);
-    Ok(owned.len() < share)
+    Ok((owned.len() < share, relays))
 }
 
 /// What a batch's events are built from, loaded in three queries.

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::LazyLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
@@ -167,44 +167,204 @@ const MESSAGE_COLUMNS: &str =
 ///
 /// A NOTIFY inside each sending transaction would serialize all of them on
 /// PostgreSQL's notification lock (held across the commit's WAL flush). Instead sends
-/// raise this signal after commit and one background task per process issues the
-/// NOTIFY: at most one in flight, so any number of commits during one round trip cost
-/// one notification.
+/// raise this signal after commit: the relays of this process wake directly (only
+/// those owning a partition that got rows), and one background task per process
+/// issues the NOTIFY for relays in other processes, at most one in flight, so any
+/// number of commits during one round trip cost one notification. When no relay runs
+/// in another process (the relays of this one count them at each rebalance) there is
+/// nobody to notify and the NOTIFY is skipped.
 #[derive(Clone, Default)]
 pub struct OutboxSignal {
     inner: Arc<SignalInner>,
 }
 
-#[derive(Default)]
+/// A set of outbox partitions, one bit each.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Partitions(u64);
+
+const _: () = assert!(crate::conversation::OUTBOX_PARTITIONS <= 64);
+
+impl Partitions {
+    /// Every partition.
+    pub const ALL: Self = Self(u64::MAX);
+
+    /// The partition of `conversation_id`.
+    pub fn of(conversation_id: Uuid) -> Self {
+        Self::from_iter([outbox_partition(conversation_id)])
+    }
+
+    /// Whether no partition is in the set.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl FromIterator<i16> for Partitions {
+    fn from_iter<I: IntoIterator<Item = i16>>(partitions: I) -> Self {
+        Self(
+            partitions
+                .into_iter()
+                .filter(|p| (0..64).contains(p))
+                .fold(0, |mask, p| mask | 1 << p),
+        )
+    }
+}
+
 struct SignalInner {
-    /// Payload of this process's NOTIFYs, so its own relay, already woken through
-    /// `local`, can ignore them instead of fetching a second time for one commit.
+    /// Payload of this process's NOTIFYs, so its own relays, already woken directly,
+    /// can ignore them instead of fetching a second time for one commit.
     origin: OutboxOrigin,
     pending: AtomicBool,
     wake: tokio::sync::Notify,
-    /// Wakes this process's own relay directly, a database round trip sooner.
-    local: tokio::sync::Notify,
+    /// Partitions that got rows since a relay of this process last took them.
+    dirty: AtomicU64,
+    /// Bumped on every raise; each relay of this process holds a receiver.
+    raised: WatchCell,
+    /// Whether a relay runs in another process (unknown counts as yes).
+    others_unknown_or_present: AtomicBool,
+    /// Relays of this process that have counted the relays since they started.
+    counted: std::sync::Mutex<HashMap<u64, bool>>,
+    /// Relays of this process holding their database session (counted there).
+    joined: AtomicUsize,
+}
+
+impl Default for SignalInner {
+    fn default() -> Self {
+        Self {
+            origin: OutboxOrigin::default(),
+            pending: AtomicBool::new(false),
+            wake: tokio::sync::Notify::new(),
+            dirty: AtomicU64::new(0),
+            raised: WatchCell::default(),
+            others_unknown_or_present: AtomicBool::new(true),
+            counted: std::sync::Mutex::default(),
+            joined: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// The sender of the raise counter (a `watch` channel wakes every receiver, and one
+/// that was busy sees the change when it next waits: no wake-up is lost).
+struct WatchCell(tokio::sync::watch::Sender<u64>);
+
+impl Default for WatchCell {
+    fn default() -> Self {
+        Self(tokio::sync::watch::Sender::new(0))
+    }
+}
+
+/// One relay's subscription to its process's commits.
+pub struct LocalWake {
+    signal: OutboxSignal,
+    raised: tokio::sync::watch::Receiver<u64>,
+    /// Identifies the relay in the process's count of relays elsewhere.
+    relay: u64,
+}
+
+impl LocalWake {
+    /// Completes once a commit of this process wrote rows into one of `owned`, and
+    /// takes those partitions' marks (at once if that happened since the last call).
+    pub async fn raised(&mut self, owned: Partitions) {
+        loop {
+            let taken = self
+                .signal
+                .inner
+                .dirty
+                .fetch_and(!owned.0, Ordering::AcqRel);
+            if taken & owned.0 != 0 {
+                return;
+            }
+            if self.raised.changed().await.is_err() {
+                // The signal lives as long as this receiver's `signal`: unreachable.
+                return std::future::pending().await;
+            }
+        }
+    }
+
+    /// Marks this relay's database session as joined (counted among the live relays)
+    /// until the guard drops.
+    pub fn joined(&self) -> JoinedSession {
+        self.signal.inner.joined.fetch_add(1, Ordering::AcqRel);
+        JoinedSession(self.signal.clone())
+    }
+
+    /// Records how many relays run against the database (this one included, from its
+    /// last rebalance): the NOTIFYs are skipped while all of them are this process's.
+    pub fn counted_relays(&self, total: i64) {
+        let local = self.signal.inner.joined.load(Ordering::Acquire);
+        let elsewhere = total > i64::try_from(local).unwrap_or(i64::MAX);
+        let mut counted = self
+            .signal
+            .inner
+            .counted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        counted.insert(self.relay, elsewhere);
+        let any_elsewhere = counted.values().any(|e| *e);
+        self.signal
+            .inner
+            .others_unknown_or_present
+            .store(any_elsewhere, Ordering::Release);
+    }
+}
+
+/// A relay's joined database session; see [`LocalWake::joined`].
+pub struct JoinedSession(OutboxSignal);
+
+impl Drop for JoinedSession {
+    fn drop(&mut self) {
+        self.0.inner.joined.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Drop for LocalWake {
+    fn drop(&mut self) {
+        let mut counted = self
+            .signal
+            .inner
+            .counted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        counted.remove(&self.relay);
+        if counted.is_empty() {
+            // Nobody here knows any more: notify again until a relay counts anew.
+            self.signal
+                .inner
+                .others_unknown_or_present
+                .store(true, Ordering::Release);
+        }
+    }
 }
 
 impl OutboxSignal {
-    /// Marks that outbox rows were committed.
-    pub fn raise(&self) {
-        self.inner.local.notify_one();
+    /// Marks that outbox rows of `partitions` were committed.
+    pub fn raise(&self, partitions: Partitions) {
+        self.inner.dirty.fetch_or(partitions.0, Ordering::AcqRel);
+        self.inner.raised.0.send_modify(|n| *n = n.wrapping_add(1));
         if !self.inner.pending.swap(true, Ordering::AcqRel) {
             self.inner.wake.notify_one();
         }
     }
 
-    /// Completes after the next [`OutboxSignal::raise`] of this process (at once if one
-    /// happened since the last wait).
-    pub async fn raised(&self) {
-        self.inner.local.notified().await;
+    /// A subscription for one relay of this process.
+    pub fn subscribe(&self) -> LocalWake {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        LocalWake {
+            signal: self.clone(),
+            raised: self.inner.raised.0.subscribe(),
+            relay: NEXT.fetch_add(1, Ordering::Relaxed),
+        }
     }
 
-    /// Whether a NOTIFY payload came from this process: its commit already raised the
-    /// local signal (before the NOTIFY was sent), so the notification adds nothing.
+    /// Whether a NOTIFY payload came from this process: its commit already woke this
+    /// process's relays (before the NOTIFY was sent), so the notification adds nothing.
     pub fn is_own(&self, payload: &str) -> bool {
         payload == self.inner.origin.0
+    }
+
+    /// Whether NOTIFYs are sent (some relay may run in another process).
+    pub fn notifies(&self) -> bool {
+        self.inner.others_unknown_or_present.load(Ordering::Acquire)
     }
 
     /// Issues the NOTIFYs until `shutdown`.
@@ -215,6 +375,9 @@ impl OutboxSignal {
                 () = shutdown.wait_owned() => return,
             }
             self.inner.pending.store(false, Ordering::Release);
+            if !self.notifies() {
+                continue;
+            }
             if let Err(error) = sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(OUTBOX_CHANNEL)
                 .bind(&self.inner.origin.0)
@@ -441,7 +604,8 @@ impl Store {
     /// Commits a transaction that wrote outbox rows and wakes the relays.
     pub async fn commit_with_outbox(&self, tx: Tx) -> Result<(), sqlx::Error> {
         tx.commit().await?;
-        self.signal.raise();
+        // The transaction may span conversations: every relay looks.
+        self.signal.raise(Partitions::ALL);
         Ok(())
     }
 
@@ -503,7 +667,7 @@ impl Store {
             .await;
         match result {
             Ok(Some(row)) => {
-                self.signal.raise();
+                self.signal.raise(Partitions::of(conversation_id));
                 Ok(SendOutcome::Stored(row))
             }
             // Either a duplicate (seen before the statement started) or no membership.
@@ -580,7 +744,7 @@ impl Store {
             .bind(types)
             .bind(contents)
             .bind(files)
-            .bind(partitions)
+            .bind(&partitions)
             .bind(devices)
             .fetch_all(&self.pool)
             .await?
@@ -588,7 +752,7 @@ impl Store {
             .map(|r| (r.n, r.message))
             .collect();
         if !rows.is_empty() {
-            self.signal.raise();
+            self.signal.raise(partitions.iter().copied().collect());
         }
         Ok(rows
             .into_iter()
@@ -628,7 +792,7 @@ impl Store {
             .bind(outbox_partition(id))
             .execute(&self.pool)
             .await?;
-        self.signal.raise();
+        self.signal.raise(Partitions::of(id));
         Ok(())
     }
 
@@ -651,7 +815,7 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         if updated.is_some() {
-            self.signal.raise();
+            self.signal.raise(Partitions::of(conversation_id));
         }
         Ok(updated.is_some())
     }
@@ -1019,7 +1183,7 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         if moved.is_some() {
-            self.signal.raise();
+            self.signal.raise(Partitions::of(conversation_id));
             return Ok(moved);
         }
         sqlx::query_as::<_, ReceiptRow>(
@@ -1325,5 +1489,54 @@ mod tests {
         assert!(!theirs.is_own(&payload));
         // An empty payload (an older process's NOTIFY) is never ours.
         assert!(!ours.is_own(""));
+    }
+
+    /// Whether `wake` completes without waiting.
+    fn ready(wake: &mut LocalWake, owned: Partitions) -> bool {
+        use futures::FutureExt;
+        wake.raised(owned).now_or_never().is_some()
+    }
+
+    #[test]
+    fn a_commit_wakes_the_relay_owning_its_partition_once() {
+        let signal = OutboxSignal::default();
+        let (mut a, mut b) = (signal.subscribe(), signal.subscribe());
+        let owned_a: Partitions = [0, 1].into_iter().collect();
+        let owned_b: Partitions = [2, 3].into_iter().collect();
+        assert!(!ready(&mut a, owned_a) && !ready(&mut b, owned_b));
+        signal.raise([1].into_iter().collect());
+        assert!(!ready(&mut b, owned_b), "not b's partition");
+        assert!(ready(&mut a, owned_a));
+        assert!(!ready(&mut a, owned_a), "taken by the first wake-up");
+        // A raise while a relay was busy is seen when it next waits.
+        signal.raise([0, 3].into_iter().collect());
+        signal.raise(Partitions::ALL);
+        assert!(ready(&mut a, owned_a) && ready(&mut b, owned_b));
+        assert!(!ready(&mut a, owned_a) && !ready(&mut b, owned_b));
+        // Partitions outside 0..64 are ignored rather than overflowing the mask.
+        assert!(Partitions::from_iter([-1, 64]).is_empty());
+    }
+
+    #[test]
+    fn notifications_stop_only_while_every_live_relay_is_local() {
+        let signal = OutboxSignal::default();
+        assert!(signal.notifies(), "nobody counted yet");
+        let (a, b) = (signal.subscribe(), signal.subscribe());
+        let (joined_a, _joined_b) = (a.joined(), b.joined());
+        a.counted_relays(2);
+        assert!(!signal.notifies(), "both live relays are ours");
+        b.counted_relays(3);
+        assert!(signal.notifies(), "b saw a relay elsewhere");
+        b.counted_relays(2);
+        assert!(!signal.notifies());
+        // a's session ended: the database still counts 2, one of them elsewhere.
+        drop(joined_a);
+        b.counted_relays(2);
+        assert!(signal.notifies());
+        b.counted_relays(1);
+        assert!(!signal.notifies());
+        // With no relay left to count, notify again.
+        drop((a, b));
+        assert!(signal.notifies());
     }
 }

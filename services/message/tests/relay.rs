@@ -442,3 +442,72 @@ async fn receipts_typing_and_conversation_updates_reach_members() {
     assert_eq!(message.recipient_ids.len(), 3);
     h.cleanup_broker(&["gw-a"]).await;
 }
+
+/// Two relays in one process, with neither a poll nor a rebalance within the test's
+/// patience: only the process's own commits wake them, each relay for its own
+/// partitions (no NOTIFY either, since no relay runs elsewhere). Messages are sent one
+/// at a time to a conversation of every partition, each awaited before the next, so
+/// a lost wake-up leaves one undelivered and fails the test.
+#[tokio::test]
+async fn relays_of_one_process_wake_on_its_commits_without_polling() {
+    use beehive_message::RelayConfig;
+    use beehive_message::conversation::{OUTBOX_PARTITIONS, outbox_partition};
+
+    let h = Harness::start(None).await;
+    let idle = RelayConfig {
+        poll_interval: Duration::from_secs(3600),
+        rebalance_interval: Duration::from_secs(3600),
+        ..quick_relay()
+    };
+    let (replica, _replica_shutdown) = h.another_replica_with_tasks(Some(idle), 2).await;
+    let owned = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_locks
+              WHERE locktype = 'advisory' AND granted AND classid = $1::bigint::oid AND objsubid = 2
+                AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .bind(i64::from(beehive_message::store::relay::PARTITION_LOCK_KEY))
+        .fetch_one(&h.env.pool)
+        .await
+        .expect("pg_locks")
+    };
+    eventually("the two relays own all 16 partitions", || async {
+        owned().await == i64::from(OUTBOX_PARTITIONS)
+    })
+    .await;
+
+    let me = uid();
+    h.routes.connect(&me, "gw-a");
+    let queue = GatewayQueue::consume(&h.settings, "gw-a").await;
+    // One conversation per partition (opened through the first service, whose
+    // NOTIFYs wake the relays for these).
+    let mut by_partition: BTreeMap<i16, String> = BTreeMap::new();
+    let mut opened = 0;
+    while by_partition.len() < usize::from(OUTBOX_PARTITIONS) {
+        let m = h.open_direct(&me, &uid(), &format!("open{opened}")).await;
+        opened += 1;
+        let id: Uuid = m.conversation_id.parse().expect("uuid");
+        by_partition
+            .entry(outbox_partition(id))
+            .or_insert(m.conversation_id);
+    }
+    eventually("the openings arrived", || async {
+        queue.messages().len() >= opened
+    })
+    .await;
+
+    for (partition, conversation) in &by_partition {
+        let tag = format!("p{partition}");
+        replica
+            .clone()
+            .send_message(text(&me, conversation, &tag))
+            .await
+            .expect("send");
+        eventually(
+            &format!("the message of partition {partition} arrived"),
+            || async { queue.messages().iter().any(|m| m.client_msg_id == tag) },
+        )
+        .await;
+    }
+    h.cleanup_broker(&["gw-a"]).await;
+}

@@ -181,7 +181,8 @@ impl Harness {
         let mut message_settings = settings.clone();
         adjust(&mut message_settings);
         let message_shutdown = shutdown.child();
-        let (addr, server) = start_message(&message_settings, &message_shutdown, relay).await;
+        let (addr, server) =
+            start_message(&message_settings, &message_shutdown, relay, relay_tasks()).await;
         let message = MessageServiceClient::connect(format!("http://{addr}"))
             .await
             .expect("connect message");
@@ -207,8 +208,17 @@ impl Harness {
         &self,
         relay: Option<RelayConfig>,
     ) -> (MessageServiceClient<Channel>, Shutdown) {
+        self.another_replica_with_tasks(relay, relay_tasks()).await
+    }
+
+    /// [`Harness::another_replica`] running `tasks` relays in its process.
+    pub async fn another_replica_with_tasks(
+        &self,
+        relay: Option<RelayConfig>,
+        tasks: usize,
+    ) -> (MessageServiceClient<Channel>, Shutdown) {
         let shutdown = self.shutdown.child();
-        let (addr, _server) = start_message(&self.settings, &shutdown, relay).await;
+        let (addr, _server) = start_message(&self.settings, &shutdown, relay, tasks).await;
         let client = MessageServiceClient::connect(format!("http://{addr}"))
             .await
             .expect("connect replica");
@@ -353,13 +363,13 @@ async fn start_message(
     settings: &Settings,
     shutdown: &Shutdown,
     relay: Option<RelayConfig>,
+    relay_tasks: usize,
 ) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let ctx = serve::context(settings, shutdown);
     let config = MessageConfig {
         run_relay: relay.is_some(),
         relay: relay.unwrap_or_default(),
-        // One relay per service, so a test's replicas are its relays.
-        relay_tasks: relay_tasks(),
+        relay_tasks,
     };
     let bound = beehive_message::bind_with(&ctx, listener().await, config)
         .await
@@ -374,7 +384,7 @@ async fn start_message(
     (addr, server)
 }
 
-/// Relay tasks per message service: 1 in tests (`BEEHIVE_TEST_RELAY_TASKS` for the
+/// Relay tasks per message service: 1 in tests, so a test's replicas are its relays (`BEEHIVE_TEST_RELAY_TASKS` for the
 /// load generator).
 fn relay_tasks() -> usize {
     std::env::var("BEEHIVE_TEST_RELAY_TASKS")
