@@ -281,6 +281,32 @@ impl From<Error> for tonic::Status {
     }
 }
 
+impl Error {
+    /// This error as the item of a batched call's answer (the status its own call
+    /// would have ended with).
+    pub fn into_item_status(self) -> beehive_proto::v1::ItemStatus {
+        item_status(&tonic::Status::from(self))
+    }
+
+    /// The error of one item of a batched call's answer.
+    pub fn from_item_status(item: beehive_proto::v1::ItemStatus) -> Self {
+        Self::from_status(&tonic::Status::with_details(
+            tonic::Code::from_i32(item.code),
+            item.message,
+            item.details.into(),
+        ))
+    }
+}
+
+/// A status as the item of a batched call's answer.
+pub fn item_status(status: &tonic::Status) -> beehive_proto::v1::ItemStatus {
+    beehive_proto::v1::ItemStatus {
+        code: status.code() as i32,
+        message: status.message().to_owned(),
+        details: status.details().to_vec(),
+    }
+}
+
 impl From<tonic::Status> for Error {
     fn from(status: tonic::Status) -> Self {
         Self::from_status(&status)
@@ -370,6 +396,25 @@ mod tests {
             assert_eq!(back.code(), code, "{code}");
             if code != ErrorCode::Internal {
                 assert_eq!(back.public_message(), "boom");
+            }
+        }
+    }
+
+    #[test]
+    fn every_code_survives_a_batched_item() {
+        for code in ErrorCode::ALL {
+            let error = Error::from_code(code, "boom".into(), Some("field".into()), 7);
+            let item = error.into_item_status();
+            assert_eq!(item.code, code.grpc_code() as i32);
+            let back = Error::from_item_status(item);
+            assert_eq!(back.code(), code, "{code}");
+            if code != ErrorCode::Internal {
+                assert_eq!(back.public_message(), "boom");
+            }
+            if code == ErrorCode::InvalidArgument {
+                assert!(
+                    matches!(back, Error::InvalidArgument { field: Some(ref f), .. } if f == "field")
+                );
             }
         }
     }

@@ -225,7 +225,12 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     (
         "beehive_send_batch_size",
         Kind::Histogram,
-        "Frames written to a socket in one flush.",
+        "Sends the message service stored in one statement (group commit).",
+    ),
+    (
+        "beehive_gateway_send_call_size",
+        Kind::Histogram,
+        "Sends the gateway carried in one SendMessages call.",
     ),
     (
         "beehive_messages_stored_total",

@@ -24,6 +24,9 @@ use beehive_proto::v1::search_service_client::SearchServiceClient;
 use beehive_proto::v1::social_service_client::SocialServiceClient;
 use beehive_proto::v1::user_service_client::UserServiceClient;
 use futures::future::BoxFuture;
+use std::sync::{Arc, OnceLock};
+
+use crate::sends::SendBatcher;
 use tonic::{Response, Status};
 
 /// Deadline of a streaming file call (one PATCH body, one download).
@@ -49,6 +52,9 @@ pub struct Clients {
     file_stream: FileServiceClient<ClientChannel>,
     /// Retry budget shared by the idempotent calls of every handler and socket.
     retry: Retry,
+    /// Sends, batched into SendMessages calls; started on first use (it needs a
+    /// runtime, and most clones never send).
+    sends: Arc<OnceLock<SendBatcher>>,
 }
 
 /// Tries `call` once.
@@ -130,6 +136,7 @@ impl Clients {
                 .max_decoding_message_size(4 << 20)
             },
             retry: Retry::default(),
+            sends: Arc::default(),
         })
     }
 
@@ -375,12 +382,13 @@ impl Clients {
         })
     }
 
+    /// Stores a message; batched with the gateway's other sends (see [`crate::sends`]).
     pub fn send_message(&self, request: pb::SendMessageRequest) -> Call<pb::SendMessageResponse> {
-        let message = self.message.clone();
-        retried(&self.retry, request, move |r| {
-            let mut message = message.clone();
-            async move { message.send_message(r).await }
-        })
+        let sends = self
+            .sends
+            .get_or_init(|| SendBatcher::start(self.message.clone(), self.retry.clone()))
+            .clone();
+        Box::pin(async move { sends.send(request).await })
     }
 
     pub fn list_messages(

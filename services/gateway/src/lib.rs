@@ -27,6 +27,7 @@ pub mod hub;
 pub mod push;
 pub mod ratelimit;
 pub mod rest;
+pub mod sends;
 pub mod state;
 pub mod wire;
 pub mod ws;

@@ -434,6 +434,9 @@ impl ListCursor {
     }
 }
 
+/// Sends per SendMessages call (the sender's largest statement batch as well).
+pub const MAX_SEND_BATCH: usize = 256;
+
 /// The relay partition of a conversation. Fixed forever: rows of one conversation must
 /// always land in the same partition, or two relays could publish them out of order.
 pub const OUTBOX_PARTITIONS: u16 = 16;

@@ -15,13 +15,14 @@ use beehive_proto::v1::{
     ListMessagesRequest, ListMessagesResponse, ListReceiptsRequest, ListReceiptsResponse,
     MarkRequest, MarkResponse, Membership, NotifyTypingRequest, NotifyTypingResponse, PageResponse,
     RemoveMemberRequest, RemoveMemberResponse, SendMessageRequest, SendMessageResponse,
-    SyncRequest, SyncResponse, UpdateGroupRequest, list_messages_request, send_message_request,
+    SendMessagesRequest, SendMessagesResponse, SendResult, SyncRequest, SyncResponse,
+    UpdateGroupRequest, list_messages_request, send_message_request, send_result,
 };
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::conversation::{
-    Anchor, MAX_GROUP_MEMBERS, MAX_PEER_CANDIDATES, MAX_SYNC_CURSORS, parse_ids,
+    Anchor, MAX_GROUP_MEMBERS, MAX_PEER_CANDIDATES, MAX_SEND_BATCH, MAX_SYNC_CURSORS, parse_ids,
 };
 use crate::service::{MessageService, SendRequest, SendTarget};
 use crate::store::{ConversationView, Mark};
@@ -37,6 +38,24 @@ impl MessageApi {
     /// Serves `service`.
     pub fn new(service: MessageService) -> Self {
         Self { service }
+    }
+
+    /// One send, as SendMessage and each item of SendMessages answer it.
+    async fn send_one(&self, r: SendMessageRequest) -> Result<SendMessageResponse, Error> {
+        let send = SendRequest {
+            sender: parse_id("sender_id", &r.sender_id)?,
+            target: send_target(r.target)?,
+            client_msg_id: r.client_msg_id,
+            msg_type: r.msg_type,
+            content: r.content,
+            file_id: r.file_id,
+            device_id: r.device_id,
+        };
+        let sent = self.service.send_message(send).await?;
+        Ok(SendMessageResponse {
+            message: Some(view::message(&sent.message)),
+            duplicate: sent.duplicate,
+        })
     }
 }
 
@@ -211,26 +230,32 @@ impl MessageRpc for MessageApi {
         &self,
         request: Request<SendMessageRequest>,
     ) -> Result<Response<SendMessageResponse>, Status> {
-        let r = request.into_inner();
-        answer(
-            async {
-                let send = SendRequest {
-                    sender: parse_id("sender_id", &r.sender_id)?,
-                    target: send_target(r.target)?,
-                    client_msg_id: r.client_msg_id,
-                    msg_type: r.msg_type,
-                    content: r.content,
-                    file_id: r.file_id,
-                    device_id: r.device_id,
-                };
-                let sent = self.service.send_message(send).await?;
-                Ok(SendMessageResponse {
-                    message: Some(view::message(&sent.message)),
-                    duplicate: sent.duplicate,
-                })
-            }
-            .await,
-        )
+        answer(self.send_one(request.into_inner()).await)
+    }
+
+    async fn send_messages(
+        &self,
+        request: Request<SendMessagesRequest>,
+    ) -> Result<Response<SendMessagesResponse>, Status> {
+        let sends = request.into_inner().sends;
+        if sends.len() > MAX_SEND_BATCH {
+            return answer(Err(Error::invalid(
+                "sends",
+                format!("at most {MAX_SEND_BATCH} sends per call"),
+            )));
+        }
+        // All at once: the sender stores the sends queued together in one statement.
+        let results = futures::future::join_all(sends.into_iter().map(|r| self.send_one(r))).await;
+        let results = results
+            .into_iter()
+            .map(|result| SendResult {
+                result: Some(match result {
+                    Ok(sent) => send_result::Result::Sent(sent),
+                    Err(error) => send_result::Result::Error(error.into_item_status()),
+                }),
+            })
+            .collect();
+        answer(Ok(SendMessagesResponse { results }))
     }
 
     async fn list_messages(

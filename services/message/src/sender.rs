@@ -20,7 +20,7 @@ use crate::store::{SendOutcome, Store};
 
 /// Largest batch: one statement with this many rows stays well under a millisecond
 /// per row of work and far from PostgreSQL's parameter limits (arrays are one each).
-const MAX_BATCH: usize = 256;
+const MAX_BATCH: usize = crate::conversation::MAX_SEND_BATCH;
 /// Sends waiting for a batch. The gRPC server's in-flight limit bounds it first.
 const QUEUE: usize = 8192;
 

@@ -1073,3 +1073,89 @@ async fn batched_sends_number_per_conversation_and_skip_duplicates_and_strangers
     let b_view = conversation(&h, &b, &ab.to_string()).await.expect("get");
     assert_eq!((b_view.read_seq, b_view.unread_count), (3, 1));
 }
+
+/// SendMessages answers each send as SendMessage would, in order: stored ones with
+/// their message, repeats as duplicates, and each failure with its own error without
+/// failing the others.
+#[tokio::test]
+async fn batched_sends_answer_each_send_in_order() {
+    use pb::send_result::Result as Sent;
+
+    let h = Harness::start(None).await;
+    let (a, b, stranger) = (uid(), uid(), uid());
+    let mut client = h.message.clone();
+    let first = client
+        .send_message(direct(&a, &b, "open"))
+        .await
+        .expect("open")
+        .into_inner()
+        .message
+        .expect("message");
+    let conversation = first.conversation_id.clone();
+    let mut bad_sender = text(&a, &conversation, "bad");
+    bad_sender.sender_id = "not-a-uuid".into();
+    let sends = vec![
+        text(&a, &conversation, "b1"),
+        text(&stranger, &conversation, "intruder"),
+        text(&b, &conversation, "b2"),
+        bad_sender,
+        direct(&a, &b, "open"),
+        text(&a, &conversation, "b3"),
+    ];
+    let results = client
+        .send_messages(pb::SendMessagesRequest { sends })
+        .await
+        .expect("send_messages")
+        .into_inner()
+        .results;
+    assert_eq!(results.len(), 6);
+    let outcome: Vec<Result<(String, bool), ErrorCode>> = results
+        .into_iter()
+        .map(|r| match r.result.expect("a result") {
+            Sent::Sent(sent) => {
+                let m = sent.message.expect("message");
+                Ok((m.client_msg_id, sent.duplicate))
+            }
+            Sent::Error(status) => Err(beehive_common::Error::from_item_status(status).code()),
+        })
+        .collect();
+    assert_eq!(
+        outcome,
+        vec![
+            Ok(("b1".into(), false)),
+            Err(ErrorCode::PermissionDenied),
+            Ok(("b2".into(), false)),
+            Err(ErrorCode::InvalidArgument),
+            Ok(("open".into(), true)),
+            Ok(("b3".into(), false)),
+        ]
+    );
+    // Stored once each, numbered in the order of the call.
+    let stored = client
+        .list_messages(pb::ListMessagesRequest {
+            user_id: a.clone(),
+            conversation_id: conversation.clone(),
+            anchor: None,
+            limit: 10,
+        })
+        .await
+        .expect("list messages")
+        .into_inner()
+        .messages;
+    let stored: Vec<(u64, &str)> = stored
+        .iter()
+        .map(|m| (m.seq, m.client_msg_id.as_str()))
+        .collect();
+    assert_eq!(stored, [(1, "open"), (2, "b1"), (3, "b2"), (4, "b3")]);
+
+    // Too many sends in one call: refused as a whole.
+    let sends = (0..257)
+        .map(|i| text(&a, &conversation, &format!("x{i}")))
+        .collect();
+    let refused = client
+        .send_messages(pb::SendMessagesRequest { sends })
+        .await
+        .expect_err("too many");
+    assert_eq!(code(refused), ErrorCode::InvalidArgument);
+    assert_eq!(history(&h, &a, &conversation, None, 10).await.len(), 4);
+}
