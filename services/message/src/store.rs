@@ -1353,6 +1353,11 @@ pub mod relay {
     /// Up to `limit` publishable rows of `partitions`, oldest first. A row waiting out
     /// a retry delay holds back the later rows of its conversation, so a conversation
     /// is always published in seq order.
+    ///
+    /// Each partition is read on its own from its oldest row (an index range scan of
+    /// `outbox_by_partition` that stops after `limit` rows), then the oldest `limit`
+    /// of all are kept. One scan over all partitions would be planned as a scan of the
+    /// whole table, and a queue table is mostly dead rows between vacuums.
     pub async fn fetch(
         conn: &mut PgConnection,
         partitions: &[i16],
@@ -1366,12 +1371,17 @@ pub mod relay {
              )
              SELECT o.id, o.partition, o.conversation_id, o.kind, o.seq, o.user_id,
                     o.device_id, o.extra_recipients, o.attempts, o.created_at
-               FROM message.outbox o
-              WHERE o.partition = ANY($1)
-                AND (o.attempts = 0 OR o.available_at <= now())
-                AND NOT EXISTS (SELECT 1 FROM held h
-                                 WHERE h.conversation_id = o.conversation_id
-                                   AND h.first_held < o.id)
+               FROM unnest($1::smallint[]) AS p(partition)
+              CROSS JOIN LATERAL (
+                    SELECT * FROM message.outbox o
+                     WHERE o.partition = p.partition
+                       AND (o.attempts = 0 OR o.available_at <= now())
+                       AND NOT EXISTS (SELECT 1 FROM held h
+                                        WHERE h.conversation_id = o.conversation_id
+                                          AND h.first_held < o.id)
+                     ORDER BY o.id
+                     LIMIT $2
+                   ) o
               ORDER BY o.id
               LIMIT $2",
         )
