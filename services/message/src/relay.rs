@@ -309,11 +309,10 @@ impl Relay {
         partitions: &[i16],
     ) -> Result<BatchOutcome, RelayError> {
         self.sample_backlog(conn).await;
-        let rows = sql::fetch(conn, partitions, self.config.batch_size).await?;
+        let (rows, full) = sql::fetch(conn, partitions, self.config.batch_size).await?;
         if rows.is_empty() {
             return Ok(BatchOutcome::Empty);
         }
-        let full = rows.len() as i64 >= self.config.batch_size;
         let context = BatchContext::load(conn, &rows).await?;
         let plan = plan_events(&rows, &context);
 

@@ -1350,45 +1350,62 @@ pub mod relay {
         Ok(())
     }
 
-    /// Up to `limit` publishable rows of `partitions`, oldest first. A row waiting out
-    /// a retry delay holds back the later rows of its conversation, so a conversation
-    /// is always published in seq order.
+    /// Up to `limit` publishable rows of `partitions`, oldest first, and whether more
+    /// may be waiting. A row waiting out a retry delay holds back the later rows of its
+    /// conversation, so a conversation is always published in seq order.
     ///
-    /// Each partition is read on its own from its oldest row (an index range scan of
-    /// `outbox_by_partition` that stops after `limit` rows), then the oldest `limit`
-    /// of all are kept. One scan over all partitions would be planned as a scan of the
-    /// whole table, and a queue table is mostly dead rows between vacuums.
+    /// Each partition is read on its own from its oldest row, at most
+    /// [`per_partition`] rows (an ordered range scan of `outbox_by_partition` that
+    /// stops there; held-back rows are found through the partial index `outbox_held`,
+    /// normally empty), then the oldest `limit` of all are kept. A queue table is
+    /// mostly dead rows between vacuums and its statistics never describe it: one
+    /// scan over all partitions was planned as a scan of the whole table, and a
+    /// per-partition cap above the planner's row estimate as a bitmap scan of every
+    /// row of the partition, both growing with the backlog they should drain.
     pub async fn fetch(
         conn: &mut PgConnection,
         partitions: &[i16],
         limit: i64,
-    ) -> Result<Vec<OutboxRow>, sqlx::Error> {
-        sqlx::query_as::<_, OutboxRow>(
-            "WITH held AS (
-                 SELECT conversation_id, min(id) AS first_held FROM message.outbox
-                  WHERE attempts > 0 AND available_at > now() AND partition = ANY($1)
-                  GROUP BY conversation_id
-             )
-             SELECT o.id, o.partition, o.conversation_id, o.kind, o.seq, o.user_id,
+    ) -> Result<(Vec<OutboxRow>, bool), sqlx::Error> {
+        let cap = per_partition(limit, partitions.len());
+        let rows = sqlx::query_as::<_, OutboxRow>(
+            "SELECT o.id, o.partition, o.conversation_id, o.kind, o.seq, o.user_id,
                     o.device_id, o.extra_recipients, o.attempts, o.created_at
                FROM unnest($1::smallint[]) AS p(partition)
               CROSS JOIN LATERAL (
                     SELECT * FROM message.outbox o
                      WHERE o.partition = p.partition
                        AND (o.attempts = 0 OR o.available_at <= now())
-                       AND NOT EXISTS (SELECT 1 FROM held h
-                                        WHERE h.conversation_id = o.conversation_id
-                                          AND h.first_held < o.id)
+                       AND NOT EXISTS (SELECT 1 FROM message.outbox h
+                                        WHERE h.attempts > 0 AND h.available_at > now()
+                                          AND h.conversation_id = o.conversation_id
+                                          AND h.id < o.id)
                      ORDER BY o.id
-                     LIMIT $2
+                     LIMIT $3
                    ) o
               ORDER BY o.id
               LIMIT $2",
         )
         .bind(partitions.to_vec())
         .bind(limit)
+        .bind(cap)
         .fetch_all(conn)
-        .await
+        .await?;
+        let more = rows.len() as i64 >= limit || {
+            let mut per: HashMap<i16, i64> = HashMap::new();
+            rows.iter()
+                .any(|r| *per.entry(r.partition).and_modify(|n| *n += 1).or_insert(1) >= cap)
+        };
+        Ok((rows, more))
+    }
+
+    /// Rows read per partition in one fetch of `limit` over `partitions` partitions:
+    /// an even share, but at least 64 (one busy partition still fills a good batch).
+    pub fn per_partition(limit: i64, partitions: usize) -> i64 {
+        let partitions = i64::try_from(partitions.max(1)).unwrap_or(i64::MAX);
+        ((limit + partitions - 1) / partitions)
+            .max(64)
+            .min(limit.max(1))
     }
 
     /// Members of `conversations`, in member order.
@@ -1499,6 +1516,17 @@ mod tests {
         assert!(!theirs.is_own(&payload));
         // An empty payload (an older process's NOTIFY) is never ours.
         assert!(!ours.is_own(""));
+    }
+
+    #[test]
+    fn a_fetch_reads_an_even_share_of_each_partition_but_never_little() {
+        use super::relay::per_partition;
+        assert_eq!(per_partition(500, 16), 64);
+        assert_eq!(per_partition(500, 4), 125);
+        assert_eq!(per_partition(500, 1), 500);
+        assert_eq!(per_partition(100, 16), 64);
+        assert_eq!(per_partition(10, 16), 10, "never above the batch");
+        assert_eq!(per_partition(500, 0), 500);
     }
 
     /// Whether `wake` completes without waiting.
