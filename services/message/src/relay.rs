@@ -73,6 +73,9 @@ pub struct RelayConfig {
     pub outage_backoff_max: Duration,
     /// How long to wait for broker confirms of one batch.
     pub confirm_timeout: Duration,
+    /// Rows a relay deletes before it vacuums the outbox itself (see
+    /// [`VACUUM_AFTER_DELETES`]).
+    pub vacuum_after_deletes: usize,
 }
 
 impl Default for RelayConfig {
@@ -86,6 +89,7 @@ impl Default for RelayConfig {
             retry_max: Duration::from_secs(30),
             outage_backoff_max: Duration::from_secs(10),
             confirm_timeout: Duration::from_secs(15),
+            vacuum_after_deletes: VACUUM_AFTER_DELETES,
         }
     }
 }
@@ -119,12 +123,21 @@ pub struct Relay {
     shutdown: Shutdown,
     /// When the backlog gauges were last sampled.
     sampled_at: Option<std::time::Instant>,
+    /// Rows this relay deleted since it last vacuumed the outbox.
+    deleted_since_vacuum: usize,
 }
 
 /// Gauge: rows waiting in the outbox (sampled every [`SAMPLE_INTERVAL`]).
 pub const OUTBOX_DEPTH: &str = "beehive_outbox_depth";
 /// Histogram: from a row's commit to its publish confirmed by the broker.
 pub const RELAY_LAG: &str = "beehive_outbox_relay_lag_seconds";
+/// Rows a relay deletes before it vacuums the outbox itself. Every outbox row is
+/// inserted once and deleted once; each relay fetch walks the partition's index from
+/// its oldest entry, dead ones included, until a vacuum removes them, and
+/// autovacuum's naptime (a minute by default, off on some servers) lets hundreds of
+/// thousands pile up at a few thousand messages a second. A vacuum of the small live
+/// table takes milliseconds and blocks neither sends nor other relays.
+pub const VACUUM_AFTER_DELETES: usize = 20_000;
 /// How often the relay samples the outbox depth and the search queue depth.
 const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -147,6 +160,7 @@ impl Relay {
             config,
             shutdown,
             sampled_at: None,
+            deleted_since_vacuum: 0,
         }
     }
 
@@ -360,6 +374,14 @@ impl Relay {
             }
         }
         sql::delete(conn, &done).await?;
+        self.deleted_since_vacuum += done.len();
+        if self.deleted_since_vacuum >= self.config.vacuum_after_deletes {
+            self.deleted_since_vacuum = 0;
+            // A failed vacuum only leaves the dead rows for autovacuum.
+            if let Err(error) = sql::vacuum(conn).await {
+                tracing::debug!(%error, "cannot vacuum the outbox");
+            }
+        }
         let now = chrono::Utc::now();
         for row in rows.iter().filter(|r| done.contains(&r.id)) {
             let lag = (now - row.created_at).to_std().unwrap_or_default();

@@ -511,3 +511,41 @@ async fn relays_of_one_process_wake_on_its_commits_without_polling() {
     }
     h.cleanup_broker(&["gw-a"]).await;
 }
+
+/// The relay vacuums the outbox after deleting `vacuum_after_deletes` rows, so its
+/// index walks do not grow with every message ever relayed while autovacuum sleeps.
+#[tokio::test]
+async fn the_relay_vacuums_the_outbox_it_drains() {
+    use beehive_message::RelayConfig;
+
+    let vacuums = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT vacuum_count FROM pg_stat_user_tables
+              WHERE schemaname = 'message' AND relname = 'outbox'",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("pg_stat_user_tables")
+    };
+    let h = Harness::start(Some(RelayConfig {
+        vacuum_after_deletes: 20,
+        ..quick_relay()
+    }))
+    .await;
+    let before = vacuums(h.env.pool.clone()).await;
+    let me = uid();
+    h.routes.connect(&me, "gw-a");
+    let queue = GatewayQueue::consume(&h.settings, "gw-a").await;
+    let convs = conversations(&h, &me, 4).await;
+    burst(&h, &me, &convs, 10, "v").await;
+    eventually("every message reached gw-a", || async {
+        queue.messages().len() >= 44
+    })
+    .await;
+    h.drained().await;
+    eventually("the relay vacuumed the outbox", || async {
+        vacuums(h.env.pool.clone()).await > before
+    })
+    .await;
+    h.cleanup_broker(&["gw-a"]).await;
+}

@@ -42,6 +42,7 @@ pub fn quick_relay() -> RelayConfig {
         retry_max: Duration::from_millis(200),
         outage_backoff_max: Duration::from_millis(300),
         confirm_timeout: Duration::from_secs(5),
+        vacuum_after_deletes: beehive_message::relay::VACUUM_AFTER_DELETES,
     }
 }
 
