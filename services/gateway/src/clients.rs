@@ -87,11 +87,27 @@ where
     let retry = retry.clone();
     Box::pin(async move {
         retry
-            .idempotent(move || call(request.clone()))
+            .idempotent(move || {
+                let call = call(request.clone());
+                async move { call.await.map_err(broken_is_unavailable) }
+            })
             .await
             .map(Response::into_inner)
             .map_err(|status| Error::from_status(&status))
     })
+}
+
+/// A call whose connection broke mid-way (the service was killed or restarted) ends
+/// as `unknown` with the transport error as its source, not as a status the service
+/// sent. For an idempotent call that is the service being unavailable: the call is
+/// retried, and answered `unavailable` if the retries run out, never `internal`.
+pub(crate) fn broken_is_unavailable(status: Status) -> Status {
+    if status.code() == tonic::Code::Unknown && std::error::Error::source(&status).is_some() {
+        tracing::warn!(%status, "a connection broke during a call; retrying it");
+        Status::unavailable("the service went away during the call, retry later")
+    } else {
+        status
+    }
 }
 
 /// The error of a PATCH's call. A connection to the file service that broke mid-call
@@ -603,5 +619,24 @@ mod tests {
             write_error(&tonic::Status::not_found("upload")),
             Error::NotFound(_)
         ));
+    }
+
+    #[test]
+    fn an_idempotent_call_whose_connection_broke_is_retried_as_unavailable() {
+        let broken = tonic::Status::from_error(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection reset",
+        )));
+        assert_eq!(
+            broken_is_unavailable(broken).code(),
+            tonic::Code::Unavailable
+        );
+        let answered = tonic::Status::unknown("something odd");
+        assert_eq!(broken_is_unavailable(answered).code(), tonic::Code::Unknown);
+        let denied = tonic::Status::permission_denied("no");
+        assert_eq!(
+            broken_is_unavailable(denied).code(),
+            tonic::Code::PermissionDenied
+        );
     }
 }

@@ -19,6 +19,8 @@ use beehive_proto::v1::send_result::Result as SendResult;
 use prost::Message as _;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use crate::clients::broken_is_unavailable;
+
 /// Sends per call: the message service's limit.
 pub const MAX_SENDS_PER_CALL: usize = 256;
 /// A call stops taking sends past this many encoded bytes (the message service
@@ -111,7 +113,12 @@ async fn call(client: MessageServiceClient<ClientChannel>, retry: Retry, batch: 
         .idempotent(|| {
             let mut client = client.clone();
             let request = request.clone();
-            async move { client.send_messages(request).await }
+            async move {
+                client
+                    .send_messages(request)
+                    .await
+                    .map_err(broken_is_unavailable)
+            }
         })
         .await;
     match result {
@@ -126,7 +133,12 @@ async fn call(client: MessageServiceClient<ClientChannel>, retry: Retry, batch: 
                         .idempotent(|| {
                             let send = send.clone();
                             let mut client = client.clone();
-                            async move { client.send_message(send).await }
+                            async move {
+                                client
+                                    .send_message(send)
+                                    .await
+                                    .map_err(broken_is_unavailable)
+                            }
                         })
                         .await
                         .map(tonic::Response::into_inner)
