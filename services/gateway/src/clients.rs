@@ -74,7 +74,7 @@ where
 
 /// Runs `call`, retrying `unavailable` within `retry`'s budget. Only for idempotent
 /// calls.
-fn retried<Req, T, Fut>(
+pub(crate) fn retried<Req, T, Fut>(
     retry: &Retry,
     request: Req,
     call: impl Fn(Req) -> Fut + Send + 'static,

@@ -19,7 +19,7 @@ use beehive_proto::v1::send_result::Result as SendResult;
 use prost::Message as _;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::clients::broken_is_unavailable;
+use crate::clients::{broken_is_unavailable, retried};
 
 /// Sends per call: the message service's limit.
 pub const MAX_SENDS_PER_CALL: usize = 256;
@@ -127,23 +127,13 @@ async fn call(client: MessageServiceClient<ClientChannel>, retry: Retry, batch: 
             // A message service older than this gateway (during a rolling upgrade):
             // one SendMessage call per send.
             let singles = request.sends.into_iter().zip(replies).map(|(send, reply)| {
-                let (client, retry) = (client.clone(), retry.clone());
+                let client = client.clone();
+                let call = retried(&retry, send, move |send| {
+                    let mut client = client.clone();
+                    async move { client.send_message(send).await }
+                });
                 async move {
-                    let result = retry
-                        .idempotent(|| {
-                            let send = send.clone();
-                            let mut client = client.clone();
-                            async move {
-                                client
-                                    .send_message(send)
-                                    .await
-                                    .map_err(broken_is_unavailable)
-                            }
-                        })
-                        .await
-                        .map(tonic::Response::into_inner)
-                        .map_err(|status| Error::from_status(&status));
-                    let _ = reply.send(result);
+                    let _ = reply.send(call.await);
                 }
             });
             futures::future::join_all(singles).await;

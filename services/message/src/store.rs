@@ -210,6 +210,7 @@ impl FromIterator<i16> for Partitions {
     }
 }
 
+#[derive(Default)]
 struct SignalInner {
     /// Payload of this process's NOTIFYs, so its own relays, already woken directly,
     /// can ignore them instead of fetching a second time for one commit.
@@ -220,26 +221,17 @@ struct SignalInner {
     dirty: AtomicU64,
     /// Bumped on every raise; each relay of this process holds a receiver.
     raised: WatchCell,
-    /// Whether a relay runs in another process (unknown counts as yes).
-    others_unknown_or_present: AtomicBool,
-    /// Relays of this process that have counted the relays since they started.
+    /// Per relay of this process that has counted the live relays: whether it saw
+    /// one in another process. None counted yet: unknown, which counts as yes.
     counted: std::sync::Mutex<HashMap<u64, bool>>,
     /// Relays of this process holding their database session (counted there).
     joined: AtomicUsize,
 }
 
-impl Default for SignalInner {
-    fn default() -> Self {
-        Self {
-            origin: OutboxOrigin::default(),
-            pending: AtomicBool::new(false),
-            wake: tokio::sync::Notify::new(),
-            dirty: AtomicU64::new(0),
-            raised: WatchCell::default(),
-            others_unknown_or_present: AtomicBool::new(true),
-            counted: std::sync::Mutex::default(),
-            joined: AtomicUsize::new(0),
-        }
+impl SignalInner {
+    fn counted(&self) -> std::sync::MutexGuard<'_, HashMap<u64, bool>> {
+        // Plain data that stays consistent even if a holder panicked.
+        self.counted.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -293,18 +285,7 @@ impl LocalWake {
     pub fn counted_relays(&self, total: i64) {
         let local = self.signal.inner.joined.load(Ordering::Acquire);
         let elsewhere = total > i64::try_from(local).unwrap_or(i64::MAX);
-        let mut counted = self
-            .signal
-            .inner
-            .counted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        counted.insert(self.relay, elsewhere);
-        let any_elsewhere = counted.values().any(|e| *e);
-        self.signal
-            .inner
-            .others_unknown_or_present
-            .store(any_elsewhere, Ordering::Release);
+        self.signal.inner.counted().insert(self.relay, elsewhere);
     }
 }
 
@@ -319,20 +300,8 @@ impl Drop for JoinedSession {
 
 impl Drop for LocalWake {
     fn drop(&mut self) {
-        let mut counted = self
-            .signal
-            .inner
-            .counted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        counted.remove(&self.relay);
-        if counted.is_empty() {
-            // Nobody here knows any more: notify again until a relay counts anew.
-            self.signal
-                .inner
-                .others_unknown_or_present
-                .store(true, Ordering::Release);
-        }
+        // With no relay left counting, nobody here knows: notify again.
+        self.signal.inner.counted().remove(&self.relay);
     }
 }
 
@@ -364,7 +333,8 @@ impl OutboxSignal {
 
     /// Whether NOTIFYs are sent (some relay may run in another process).
     pub fn notifies(&self) -> bool {
-        self.inner.others_unknown_or_present.load(Ordering::Acquire)
+        let counted = self.inner.counted();
+        counted.is_empty() || counted.values().any(|elsewhere| *elsewhere)
     }
 
     /// Issues the NOTIFYs until `shutdown`.

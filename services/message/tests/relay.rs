@@ -49,6 +49,20 @@ async fn burst(
     futures::future::join_all(sends).await;
 }
 
+/// The outbox partition locks held in the test's database: (holders, locks). Every
+/// partition has at most one owner (exclusive locks cannot be held twice).
+async fn partition_locks(h: &Harness) -> (i64, i64) {
+    sqlx::query_as::<_, (i64, i64)>(
+        "SELECT count(DISTINCT pid), count(*) FROM pg_locks
+          WHERE locktype = 'advisory' AND granted AND classid = $1::bigint::oid AND objsubid = 2
+            AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .bind(i64::from(beehive_message::store::relay::PARTITION_LOCK_KEY))
+    .fetch_one(&h.env.pool)
+    .await
+    .expect("pg_locks")
+}
+
 /// Per conversation, the seqs in arrival order.
 fn arrival(messages: &[pb::Message]) -> BTreeMap<String, Vec<u64>> {
     let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
@@ -118,19 +132,8 @@ async fn two_relays_share_partitions_without_double_publishing() {
     let (_second, _second_shutdown) = h.another_replica(Some(quick_relay())).await;
     // Both relays hold partitions once they have rebalanced, and every partition has
     // exactly one owner (exclusive locks cannot be held twice; count them all).
-    let owners = || async {
-        sqlx::query_as::<_, (i64, i64)>(
-            "SELECT count(DISTINCT pid), count(*) FROM pg_locks
-              WHERE locktype = 'advisory' AND granted AND classid = $1::bigint::oid AND objsubid = 2
-                AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-        )
-        .bind(i64::from(beehive_message::store::relay::PARTITION_LOCK_KEY))
-        .fetch_one(&h.env.pool)
-        .await
-        .expect("pg_locks")
-    };
     eventually("two relays share all 16 partitions", || async {
-        owners().await == (2, 16)
+        partition_locks(&h).await == (2, 16)
     })
     .await;
 
@@ -460,19 +463,8 @@ async fn relays_of_one_process_wake_on_its_commits_without_polling() {
         ..quick_relay()
     };
     let (replica, _replica_shutdown) = h.another_replica_with_tasks(Some(idle), 2).await;
-    let owned = || async {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM pg_locks
-              WHERE locktype = 'advisory' AND granted AND classid = $1::bigint::oid AND objsubid = 2
-                AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-        )
-        .bind(i64::from(beehive_message::store::relay::PARTITION_LOCK_KEY))
-        .fetch_one(&h.env.pool)
-        .await
-        .expect("pg_locks")
-    };
     eventually("the two relays own all 16 partitions", || async {
-        owned().await == i64::from(OUTBOX_PARTITIONS)
+        partition_locks(&h).await.1 == i64::from(OUTBOX_PARTITIONS)
     })
     .await;
 

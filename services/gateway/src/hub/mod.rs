@@ -429,10 +429,14 @@ async fn drain_on_shutdown(hub: Arc<Hub>) {
         for conn in batch {
             hub.unregister(conn);
         }
-        let close_by = (started + plan.next_offset(number))
-            .max(tokio::time::Instant::now() + UNREGISTER_WAIT)
-            .min(deadline);
-        wait_until(close_by, || {
+        // How long each step of the wave may wait: until the next wave is due, at least
+        // UNREGISTER_WAIT, never past the deadline.
+        let wait_bound = || {
+            (started + plan.next_offset(number))
+                .max(tokio::time::Instant::now() + UNREGISTER_WAIT)
+                .min(deadline)
+        };
+        wait_until(wait_bound(), || {
             hub.unregister_pending.load(Ordering::Acquire) == 0
         })
         .await;
@@ -441,10 +445,7 @@ async fn drain_on_shutdown(hub: Arc<Hub>) {
         }
         // The wave is over once its sockets wrote their queues and close frames and
         // left the registry (a stalled one is cut off by its write timeout).
-        let flushed_by = (started + plan.next_offset(number))
-            .max(tokio::time::Instant::now() + UNREGISTER_WAIT)
-            .min(deadline);
-        wait_until(flushed_by, || {
+        wait_until(wait_bound(), || {
             batch.iter().all(|conn| !hub.registry.contains(conn))
         })
         .await;
