@@ -430,17 +430,22 @@ statement!(
          SELECT DISTINCT ON (i.sender_id, i.client_msg_id) i.*
            FROM input i
           WHERE EXISTS (SELECT 1 FROM message.members m
-                         WHERE m.conversation_id = i.conversation_id AND m.user_id = i.sender_id)
+                         WHERE m.conversation_id = i.conversation_id AND m.user_id = i.sender_id
+                        OFFSET 0)
             AND NOT EXISTS (SELECT 1 FROM message.messages d
-                             WHERE d.sender_id = i.sender_id AND d.client_msg_id = i.client_msg_id)
+                             WHERE d.sender_id = i.sender_id AND d.client_msg_id = i.client_msg_id
+                            OFFSET 0)
           ORDER BY i.sender_id, i.client_msg_id, i.n
      ), counts AS (
          SELECT conversation_id, count(*)::bigint AS k FROM fresh GROUP BY conversation_id
      ), locked AS (
-         SELECT c.id FROM message.conversations c
-          WHERE c.id IN (SELECT conversation_id FROM counts)
-          ORDER BY c.id
-            FOR UPDATE
+         SELECT c.id
+           FROM (SELECT conversation_id FROM counts ORDER BY conversation_id) k
+          CROSS JOIN LATERAL (
+                SELECT c.id FROM message.conversations c
+                 WHERE c.id = k.conversation_id
+                   FOR UPDATE
+               ) c
      ), conv AS (
          UPDATE message.conversations c
             SET last_seq = c.last_seq + counts.k, sort_at = now(), updated_at = now()
@@ -472,6 +477,54 @@ statement!(
             msg.msg_type, msg.content, msg.file_id, msg.created_at
        FROM msg JOIN numbered ON numbered.id = msg.id"
 );
+
+// Plans and cached connections: sqlx prepares every statement once per connection, and
+// after five executions PostgreSQL may keep a *generic* plan for the connection's life,
+// planned from the statistics of that moment. A relay or pool connection opened on a
+// fresh installation plans with empty tables, and a join of a parameter array with a
+// table was then a hash join over a sequential scan of the whole table, kept while the
+// table grew to millions of rows (only an ANALYZE invalidates it, and autovacuum may be
+// off or late). So every statement on the message path reaches its rows through a form
+// the planner cannot turn into a scan: a LATERAL subquery with LIMIT or ORDER BY (never
+// pulled up into a join) for lookups by key arrays, and `OFFSET 0` in EXISTS tests
+// (kept as per-row index probes). tests/plans.rs checks the generic plans of all of
+// them on an empty database.
+
+statement!(
+    MESSAGES_AT,
+    "SELECT m.conversation_id, m.seq, m.id, m.sender_id, m.client_msg_id, m.msg_type,
+            m.content, m.file_id, m.created_at
+       FROM unnest($1::uuid[], $2::bigint[]) AS k(cid, seq)
+      CROSS JOIN LATERAL (
+            SELECT * FROM message.messages x
+             WHERE x.conversation_id = k.cid AND x.seq = k.seq
+             LIMIT 1
+           ) m"
+);
+
+statement!(
+    MESSAGE_BY_CLIENT_ID,
+    "SELECT {MESSAGE_COLUMNS} FROM message.messages WHERE sender_id = $1 AND client_msg_id = $2"
+);
+
+/// The statements of the message path (sends, the relay, sync, receipts) by name, for
+/// tests/plans.rs: each must reach its rows through indexes in the generic plan a
+/// connection caches on an empty database (see the note above `MESSAGES_AT`).
+pub fn message_path_statements() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("send", SEND.as_str()),
+        ("send_batch", SEND_BATCH.as_str()),
+        ("message_by_client_id", MESSAGE_BY_CLIENT_ID.as_str()),
+        ("messages_at", MESSAGES_AT.as_str()),
+        ("sync_messages", SYNC_MESSAGES),
+        ("mark_read", MARK_READ.as_str()),
+        ("mark_delivered", MARK_DELIVERED.as_str()),
+        ("relay_fetch", relay::FETCH),
+        ("relay_members_of", relay::MEMBERS_OF),
+        ("relay_conversations", relay::CONVERSATIONS),
+        ("relay_delete", relay::DELETE),
+    ]
+}
 
 statement!(
     CREATE_GROUP,
@@ -736,14 +789,11 @@ impl Store {
         sender_id: Uuid,
         client_msg_id: &str,
     ) -> Result<Option<MessageRow>, sqlx::Error> {
-        sqlx::query_as::<_, MessageRow>(sqlx::AssertSqlSafe(format!(
-            "SELECT {MESSAGE_COLUMNS} FROM message.messages
-              WHERE sender_id = $1 AND client_msg_id = $2"
-        )))
-        .bind(sender_id)
-        .bind(client_msg_id)
-        .fetch_optional(&self.pool)
-        .await
+        sqlx::query_as::<_, MessageRow>(MESSAGE_BY_CLIENT_ID.as_str())
+            .bind(sender_id)
+            .bind(client_msg_id)
+            .fetch_optional(&self.pool)
+            .await
     }
 
     /// Creates a group with `members` (the owner first) and announces it.
@@ -1113,22 +1163,12 @@ impl Store {
         let ids: Vec<Uuid> = windows.iter().map(|w| w.conversation_id).collect();
         let after: Vec<i64> = windows.iter().map(|w| to_i64(w.after)).collect();
         let take: Vec<i64> = windows.iter().map(|w| to_i64(w.take)).collect();
-        sqlx::query_as::<_, MessageRow>(
-            "SELECT m.conversation_id, m.seq, m.id, m.sender_id, m.client_msg_id, m.msg_type,
-                    m.content, m.file_id, m.created_at
-               FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) WITH ORDINALITY AS w(cid, after, take, n)
-              CROSS JOIN LATERAL (
-                    SELECT * FROM message.messages x
-                     WHERE x.conversation_id = w.cid AND x.seq > w.after AND x.seq <= w.after + w.take
-                     ORDER BY x.seq
-              ) m
-              ORDER BY w.n, m.seq",
-        )
-        .bind(&ids)
-        .bind(&after)
-        .bind(&take)
-        .fetch_all(&self.pool)
-        .await
+        sqlx::query_as::<_, MessageRow>(SYNC_MESSAGES)
+            .bind(&ids)
+            .bind(&after)
+            .bind(&take)
+            .fetch_all(&self.pool)
+            .await
     }
 
     /// Moves the caller's delivered or read seq up to `seq` (never down, never above
@@ -1219,6 +1259,17 @@ impl Store {
     }
 }
 
+/// The statement of [`Store::sync_messages`].
+const SYNC_MESSAGES: &str = "SELECT m.conversation_id, m.seq, m.id, m.sender_id, m.client_msg_id, m.msg_type,
+                    m.content, m.file_id, m.created_at
+               FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) WITH ORDINALITY AS w(cid, after, take, n)
+              CROSS JOIN LATERAL (
+                    SELECT * FROM message.messages x
+                     WHERE x.conversation_id = w.cid AND x.seq > w.after AND x.seq <= w.after + w.take
+                     ORDER BY x.seq
+              ) m
+              ORDER BY w.n, m.seq";
+
 /// Messages by (conversation, seq) pairs, on any executor (the relay uses its own
 /// connection).
 pub async fn messages_at<'e, E: sqlx::PgExecutor<'e>>(
@@ -1226,16 +1277,11 @@ pub async fn messages_at<'e, E: sqlx::PgExecutor<'e>>(
     ids: &[Uuid],
     seqs: &[i64],
 ) -> Result<Vec<MessageRow>, sqlx::Error> {
-    sqlx::query_as::<_, MessageRow>(
-        "SELECT m.conversation_id, m.seq, m.id, m.sender_id, m.client_msg_id, m.msg_type,
-                m.content, m.file_id, m.created_at
-           FROM unnest($1::uuid[], $2::bigint[]) AS k(cid, seq)
-           JOIN message.messages m ON m.conversation_id = k.cid AND m.seq = k.seq",
-    )
-    .bind(ids)
-    .bind(seqs)
-    .fetch_all(executor)
-    .await
+    sqlx::query_as::<_, MessageRow>(MESSAGES_AT.as_str())
+        .bind(ids)
+        .bind(seqs)
+        .fetch_all(executor)
+        .await
 }
 
 /// The outbox relay's statements. They all run on the relay's own connection, the one
@@ -1243,6 +1289,41 @@ pub async fn messages_at<'e, E: sqlx::PgExecutor<'e>>(
 /// of continuing on partitions another relay may already have taken.
 pub mod relay {
     use super::*;
+
+    /// The statement of [`fetch`].
+    pub const FETCH: &str = "SELECT o.id, o.partition, o.conversation_id, o.kind, o.seq, o.user_id,
+                    o.device_id, o.extra_recipients, o.attempts, o.created_at
+               FROM unnest($1::smallint[]) AS p(partition)
+              CROSS JOIN LATERAL (
+                    SELECT * FROM message.outbox o
+                     WHERE o.partition = p.partition
+                       AND (o.attempts = 0 OR o.available_at <= now())
+                       AND NOT EXISTS (SELECT 1 FROM message.outbox h
+                                        WHERE h.attempts > 0 AND h.available_at > now()
+                                          AND h.conversation_id = o.conversation_id
+                                          AND h.id < o.id)
+                     ORDER BY o.id
+                     LIMIT $3
+                   ) o
+              ORDER BY o.id
+              LIMIT $2";
+
+    /// The statement of [`members_of`].
+    pub const MEMBERS_OF: &str =
+        "SELECT conversation_id, user_id, join_seq, delivered_seq, read_seq
+               FROM message.members WHERE conversation_id = ANY($1)
+              ORDER BY conversation_id, member_no";
+
+    /// The statement of [`conversations`].
+    pub const CONVERSATIONS: &str = "SELECT c.id, c.kind, c.name, c.avatar, c.owner_id, c.last_seq,
+                c.updated_at, c.sort_at
+           FROM unnest($1::uuid[]) AS k(id)
+          CROSS JOIN LATERAL (
+                SELECT * FROM message.conversations c WHERE c.id = k.id LIMIT 1
+               ) c";
+
+    /// The statement of [`delete`].
+    pub const DELETE: &str = "DELETE FROM message.outbox WHERE id = ANY($1)";
 
     /// First key of the outbox partition advisory locks ("MSGR").
     pub const PARTITION_LOCK_KEY: i32 = 0x4D53_4752;
@@ -1347,29 +1428,12 @@ pub mod relay {
         limit: i64,
     ) -> Result<(Vec<OutboxRow>, bool), sqlx::Error> {
         let cap = per_partition(limit, partitions.len());
-        let rows = sqlx::query_as::<_, OutboxRow>(
-            "SELECT o.id, o.partition, o.conversation_id, o.kind, o.seq, o.user_id,
-                    o.device_id, o.extra_recipients, o.attempts, o.created_at
-               FROM unnest($1::smallint[]) AS p(partition)
-              CROSS JOIN LATERAL (
-                    SELECT * FROM message.outbox o
-                     WHERE o.partition = p.partition
-                       AND (o.attempts = 0 OR o.available_at <= now())
-                       AND NOT EXISTS (SELECT 1 FROM message.outbox h
-                                        WHERE h.attempts > 0 AND h.available_at > now()
-                                          AND h.conversation_id = o.conversation_id
-                                          AND h.id < o.id)
-                     ORDER BY o.id
-                     LIMIT $3
-                   ) o
-              ORDER BY o.id
-              LIMIT $2",
-        )
-        .bind(partitions.to_vec())
-        .bind(limit)
-        .bind(cap)
-        .fetch_all(conn)
-        .await?;
+        let rows = sqlx::query_as::<_, OutboxRow>(FETCH)
+            .bind(partitions.to_vec())
+            .bind(limit)
+            .bind(cap)
+            .fetch_all(conn)
+            .await?;
         let more = rows.len() as i64 >= limit || {
             let mut per: HashMap<i16, i64> = HashMap::new();
             rows.iter()
@@ -1392,14 +1456,10 @@ pub mod relay {
         conn: &mut PgConnection,
         conversations: &[Uuid],
     ) -> Result<Vec<MemberRow>, sqlx::Error> {
-        sqlx::query_as::<_, MemberRow>(
-            "SELECT conversation_id, user_id, join_seq, delivered_seq, read_seq
-               FROM message.members WHERE conversation_id = ANY($1)
-              ORDER BY conversation_id, member_no",
-        )
-        .bind(conversations)
-        .fetch_all(conn)
-        .await
+        sqlx::query_as::<_, MemberRow>(MEMBERS_OF)
+            .bind(conversations)
+            .fetch_all(conn)
+            .await
     }
 
     /// Conversation rows by id.
@@ -1407,13 +1467,10 @@ pub mod relay {
         conn: &mut PgConnection,
         ids: &[Uuid],
     ) -> Result<Vec<ConversationRow>, sqlx::Error> {
-        sqlx::query_as::<_, ConversationRow>(
-            "SELECT id, kind, name, avatar, owner_id, last_seq, updated_at, sort_at
-               FROM message.conversations WHERE id = ANY($1)",
-        )
-        .bind(ids)
-        .fetch_all(conn)
-        .await
+        sqlx::query_as::<_, ConversationRow>(CONVERSATIONS)
+            .bind(ids)
+            .fetch_all(conn)
+            .await
     }
 
     /// Deletes published rows.
@@ -1421,10 +1478,7 @@ pub mod relay {
         if ids.is_empty() {
             return Ok(());
         }
-        sqlx::query("DELETE FROM message.outbox WHERE id = ANY($1)")
-            .bind(ids)
-            .execute(conn)
-            .await?;
+        sqlx::query(DELETE).bind(ids).execute(conn).await?;
         Ok(())
     }
 
