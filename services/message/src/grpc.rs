@@ -24,7 +24,7 @@ use uuid::Uuid;
 use crate::conversation::{
     Anchor, MAX_GROUP_MEMBERS, MAX_PEER_CANDIDATES, MAX_SEND_BATCH, MAX_SYNC_CURSORS, parse_ids,
 };
-use crate::service::{MessageService, SendRequest, SendTarget};
+use crate::service::{MessageService, SendRequest, SendTarget, Sent};
 use crate::store::{ConversationView, Mark};
 use crate::view;
 
@@ -39,23 +39,25 @@ impl MessageApi {
     pub fn new(service: MessageService) -> Self {
         Self { service }
     }
+}
 
-    /// One send, as SendMessage and each item of SendMessages answer it.
-    async fn send_one(&self, r: SendMessageRequest) -> Result<SendMessageResponse, Error> {
-        let send = SendRequest {
-            sender: parse_id("sender_id", &r.sender_id)?,
-            target: send_target(r.target)?,
-            client_msg_id: r.client_msg_id,
-            msg_type: r.msg_type,
-            content: r.content,
-            file_id: r.file_id,
-            device_id: r.device_id,
-        };
-        let sent = self.service.send_message(send).await?;
-        Ok(SendMessageResponse {
-            message: Some(view::message(&sent.message)),
-            duplicate: sent.duplicate,
-        })
+/// One send, as SendMessage and each item of SendMessages carry it.
+fn send_request(r: SendMessageRequest) -> Result<SendRequest, Error> {
+    Ok(SendRequest {
+        sender: parse_id("sender_id", &r.sender_id)?,
+        target: send_target(r.target)?,
+        client_msg_id: r.client_msg_id,
+        msg_type: r.msg_type,
+        content: r.content,
+        file_id: r.file_id,
+        device_id: r.device_id,
+    })
+}
+
+fn send_response(sent: &Sent) -> SendMessageResponse {
+    SendMessageResponse {
+        message: Some(view::message(&sent.message)),
+        duplicate: sent.duplicate,
     }
 }
 
@@ -230,7 +232,14 @@ impl MessageRpc for MessageApi {
         &self,
         request: Request<SendMessageRequest>,
     ) -> Result<Response<SendMessageResponse>, Status> {
-        answer(self.send_one(request.into_inner()).await)
+        answer(
+            async {
+                let send = send_request(request.into_inner())?;
+                let sent = self.service.send_message(send).await?;
+                Ok(send_response(&sent))
+            }
+            .await,
+        )
     }
 
     async fn send_messages(
@@ -244,13 +253,14 @@ impl MessageRpc for MessageApi {
                 format!("at most {MAX_SEND_BATCH} sends per call"),
             )));
         }
-        // All at once: the sender stores the sends queued together in one statement.
-        let results = futures::future::join_all(sends.into_iter().map(|r| self.send_one(r))).await;
+        // All at once: the sender stores the sends of one call in one statement.
+        let requests = sends.into_iter().map(send_request).collect();
+        let results = self.service.send_messages(requests).await;
         let results = results
             .into_iter()
             .map(|result| SendResult {
                 result: Some(match result {
-                    Ok(sent) => send_result::Result::Sent(sent),
+                    Ok(sent) => send_result::Result::Sent(send_response(&sent)),
                     Err(error) => send_result::Result::Error(error.into_item_status()),
                 }),
             })

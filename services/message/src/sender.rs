@@ -21,8 +21,9 @@ use crate::store::{SendOutcome, Store};
 /// Largest batch: one statement with this many rows stays well under a millisecond
 /// per row of work and far from PostgreSQL's parameter limits (arrays are one each).
 const MAX_BATCH: usize = crate::conversation::MAX_SEND_BATCH;
-/// Sends waiting for a batch. The gRPC server's in-flight limit bounds it first.
-const QUEUE: usize = 8192;
+/// Units (one send, or the sends of one SendMessages call) waiting for a batch. The
+/// gRPC server's in-flight limit bounds it first.
+const QUEUE: usize = 1024;
 
 struct Job {
     conversation_id: Uuid,
@@ -34,7 +35,11 @@ struct Job {
 /// The entry point of sends.
 #[derive(Clone)]
 pub struct Sender {
-    jobs: mpsc::Sender<Job>,
+    /// Units of jobs: the sends of one call travel together, so a collector never
+    /// takes the first send of a call into one batch and the rest into the next (a
+    /// gateway's call of 24 sends was stored as 1 + 23 when the collector, on the
+    /// other core, woke between two of its sends).
+    jobs: mpsc::Sender<Vec<Job>>,
 }
 
 impl Sender {
@@ -53,39 +58,77 @@ impl Sender {
         message_id: Uuid,
         message: NewMessage,
     ) -> Result<SendOutcome, Error> {
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            conversation_id,
-            message_id,
-            message,
-            reply,
-        };
-        let stopped = || Error::Unavailable("the message service is shutting down".to_owned());
-        self.jobs.send(job).await.map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        self.send_all(vec![(conversation_id, message_id, message)])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(stopped()))
+    }
+
+    /// Stores several messages (conversation, message id, message), all in the same
+    /// batch when they fit; one outcome per send, in order.
+    pub async fn send_all(
+        &self,
+        sends: Vec<(Uuid, Uuid, NewMessage)>,
+    ) -> Vec<Result<SendOutcome, Error>> {
+        if sends.is_empty() {
+            return Vec::new();
+        }
+        let (jobs, answers): (Vec<Job>, Vec<_>) = sends
+            .into_iter()
+            .map(|(conversation_id, message_id, message)| {
+                let (reply, answer) = oneshot::channel();
+                let job = Job {
+                    conversation_id,
+                    message_id,
+                    message,
+                    reply,
+                };
+                (job, answer)
+            })
+            .unzip();
+        if self.jobs.send(jobs).await.is_err() {
+            return answers.iter().map(|_| Err(stopped())).collect();
+        }
+        let mut outcomes = Vec::with_capacity(answers.len());
+        for answer in answers {
+            outcomes.push(answer.await.unwrap_or_else(|_| Err(stopped())));
+        }
+        outcomes
     }
 }
 
-async fn collect(store: Store, mut queue: mpsc::Receiver<Job>, workers: usize, shutdown: Shutdown) {
+fn stopped() -> Error {
+    Error::Unavailable("the message service is shutting down".to_owned())
+}
+
+async fn collect(
+    store: Store,
+    mut queue: mpsc::Receiver<Vec<Job>>,
+    workers: usize,
+    shutdown: Shutdown,
+) {
     let permits = Arc::new(Semaphore::new(workers));
+    // A unit that did not fit into the last batch starts the next one.
+    let mut carried: Option<Vec<Job>> = None;
     loop {
         // A free worker first: while all are busy, jobs pile up into a bigger batch.
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
-        let first = tokio::select! {
-            job = queue.recv() => job,
-            () = shutdown.wait_owned() => None,
+        let first = match carried.take() {
+            Some(unit) => Some(unit),
+            None => tokio::select! {
+                unit = queue.recv() => unit,
+                () = shutdown.wait_owned() => None,
+            },
         };
         let Some(first) = first else {
             return;
         };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
+        let (batch, rest) = fill(first, || queue.try_recv().ok(), MAX_BATCH);
+        carried = rest;
+        if batch.is_empty() {
+            continue;
         }
         let store = store.clone();
         tokio::spawn(async move {
@@ -93,6 +136,24 @@ async fn collect(store: Store, mut queue: mpsc::Receiver<Job>, workers: usize, s
             drop(permit);
         });
     }
+}
+
+/// A batch: `first` and the units `next` has ready, whole, up to `max` items. A unit
+/// that does not fit is returned to start the next batch (a unit is never split).
+fn fill<T>(
+    first: Vec<T>,
+    mut next: impl FnMut() -> Option<Vec<T>>,
+    max: usize,
+) -> (Vec<T>, Option<Vec<T>>) {
+    let mut batch = first;
+    while batch.len() < max {
+        match next() {
+            Some(unit) if batch.len() + unit.len() <= max => batch.extend(unit),
+            Some(unit) => return (batch, Some(unit)),
+            None => break,
+        }
+    }
+    (batch, None)
 }
 
 async fn run(store: &Store, batch: Vec<Job>) {
@@ -143,5 +204,45 @@ async fn run(store: &Store, batch: Vec<Job>) {
             });
             futures::future::join_all(singles).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fill;
+
+    fn queue(units: Vec<Vec<u32>>) -> impl FnMut() -> Option<Vec<u32>> {
+        let mut units = units.into_iter();
+        move || units.next()
+    }
+
+    #[test]
+    fn a_batch_takes_whole_units_while_they_fit() {
+        let (batch, rest) = fill(vec![1], queue(vec![vec![2, 3], vec![4]]), 8);
+        assert_eq!(batch, vec![1, 2, 3, 4]);
+        assert_eq!(rest, None);
+    }
+
+    #[test]
+    fn a_unit_that_does_not_fit_starts_the_next_batch_whole() {
+        let mut next = queue(vec![vec![3, 4, 5], vec![6]]);
+        let (batch, rest) = fill(vec![1, 2], &mut next, 4);
+        assert_eq!(batch, vec![1, 2]);
+        assert_eq!(rest, Some(vec![3, 4, 5]));
+        let (batch, rest) = fill(rest.unwrap_or_default(), &mut next, 4);
+        assert_eq!(batch, vec![3, 4, 5, 6]);
+        assert_eq!(rest, None);
+    }
+
+    #[test]
+    fn a_full_batch_leaves_the_queue_alone() {
+        let mut taken = 0;
+        let next = || {
+            taken += 1;
+            Some(vec![9])
+        };
+        let (batch, rest) = fill(vec![1, 2], next, 2);
+        assert_eq!((batch, rest), (vec![1, 2], None));
+        assert_eq!(taken, 0);
     }
 }

@@ -310,6 +310,62 @@ impl MessageService {
     /// a sender outside an existing conversation, 404 when there is none.
     pub async fn send_message(&self, request: SendRequest) -> Result<Sent, Error> {
         let sender = request.sender;
+        let (conversation, message) = self.prepare_send(request).await?;
+        let outcome = self
+            .sender
+            .send(conversation, Uuid::now_v7(), message)
+            .await?;
+        self.sent(sender, conversation, outcome).await
+    }
+
+    /// Stores several messages, as [`Self::send_message`] does each, in one batch
+    /// when they fit (a gateway's batched call). One answer per send, in order.
+    pub async fn send_messages(
+        &self,
+        requests: Vec<Result<SendRequest, Error>>,
+    ) -> Vec<Result<Sent, Error>> {
+        let prepared = futures::future::join_all(requests.into_iter().map(|request| async move {
+            let request = request?;
+            let sender = request.sender;
+            let (conversation, message) = self.prepare_send(request).await?;
+            Ok::<_, Error>((sender, conversation, message))
+        }))
+        .await;
+        let mut answers: Vec<Option<Result<Sent, Error>>> = Vec::with_capacity(prepared.len());
+        let mut senders = Vec::new();
+        let mut sends = Vec::new();
+        for (index, send) in prepared.into_iter().enumerate() {
+            match send {
+                Ok((sender, conversation, message)) => {
+                    senders.push((index, sender, conversation));
+                    sends.push((conversation, Uuid::now_v7(), message));
+                    answers.push(None);
+                }
+                Err(error) => answers.push(Some(Err(error))),
+            }
+        }
+        let outcomes = self.sender.send_all(sends).await;
+        for ((index, sender, conversation), outcome) in senders.into_iter().zip(outcomes) {
+            let answer = match outcome {
+                Ok(outcome) => self.sent(sender, conversation, outcome).await,
+                Err(error) => Err(error),
+            };
+            if let Some(slot) = answers.get_mut(index) {
+                *slot = Some(answer);
+            }
+        }
+        answers
+            .into_iter()
+            .map(|answer| answer.unwrap_or_else(|| Err(Error::internal("a send was not answered"))))
+            .collect()
+    }
+
+    /// Validates a send and finds its conversation.
+    async fn prepare_send(
+        &self,
+        request: SendRequest,
+    ) -> Result<(Uuid, crate::conversation::NewMessage), Error> {
+        let sender = request.sender;
         let message = rules::new_message(
             sender,
             request.client_msg_id,
@@ -328,10 +384,16 @@ impl MessageService {
                 self.direct_conversation(low, high).await?
             }
         };
-        let outcome = self
-            .sender
-            .send(conversation, Uuid::now_v7(), message)
-            .await?;
+        Ok((conversation, message))
+    }
+
+    /// The answer to a send the sender stored or refused.
+    async fn sent(
+        &self,
+        sender: Uuid,
+        conversation: Uuid,
+        outcome: SendOutcome,
+    ) -> Result<Sent, Error> {
         match outcome {
             SendOutcome::Stored(message) => {
                 metrics::counter!("beehive_messages_stored_total").increment(1);
