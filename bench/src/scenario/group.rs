@@ -67,8 +67,14 @@ pub async fn run(
         .await?;
         // The ack carries the seq the message got.
         let seq = loop {
-            let Some(Ok(Message::Text(text))) = stream.next().await else {
-                anyhow::bail!("sender socket closed");
+            // Pings (every ping interval, so in any run longer than one) are not
+            // answers; only a close or a broken connection ends the run.
+            let text = match stream.next().await {
+                Some(Ok(Message::Text(text))) => text,
+                Some(Ok(Message::Close(frame))) => anyhow::bail!("sender socket closed: {frame:?}"),
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => anyhow::bail!("sender socket failed: {error}"),
+                None => anyhow::bail!("sender socket closed"),
             };
             let v: Value = serde_json::from_str(&text)?;
             if v["type"] == "ack" {
