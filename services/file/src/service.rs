@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use crate::config::FileConfig;
-use crate::storage::{ByteStream, Storage};
+use crate::storage::{ByteStream, Storage, StorageError};
 use crate::store::{FileRow, NewBlob, NewFile, PartRow, Store, ThumbnailRow, UploadRow};
 use crate::thumbnail;
 use crate::upload::{self, ChunkChecksum, keys};
@@ -689,7 +689,20 @@ impl FileService {
         let Some(row) = self.store.thumbnail(file.blob_id, code).await? else {
             return Ok(None);
         };
-        let stream = self.storage.read(&row.storage_key, None).await?;
+        let stream = match self.storage.read(&row.storage_key, None).await {
+            Ok(stream) => stream,
+            Err(StorageError::NotFound(_)) => {
+                // The cache lost its object (a restored bucket, a manual cleanup): a
+                // thumbnail can be made again from the image, so it is, instead of
+                // failing every request for it.
+                tracing::warn!(file_id = %file.id, storage_key = %row.storage_key, "cached thumbnail object missing; making it again");
+                self.store
+                    .forget_thumbnail(file.blob_id, code, &row.storage_key)
+                    .await?;
+                return Ok(None);
+            }
+            Err(error) => return Err(error.into()),
+        };
         Ok(Some((
             ThumbnailMeta {
                 file: file.clone(),

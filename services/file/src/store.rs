@@ -444,6 +444,25 @@ impl Store {
         .await
     }
 
+    /// Forgets a cached thumbnail whose object is missing (only that row: one cached
+    /// meanwhile under another key stays).
+    pub async fn forget_thumbnail(
+        &self,
+        blob: Uuid,
+        size: i16,
+        storage_key: &str,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "DELETE FROM file.thumbnails WHERE blob_id = $1 AND size = $2 AND storage_key = $3",
+        )
+        .bind(blob)
+        .bind(size)
+        .bind(storage_key)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Caches a thumbnail written to `row.storage_key`. False when another was cached
     /// first (ours becomes garbage) or the blob is gone.
     pub async fn insert_thumbnail(

@@ -522,6 +522,24 @@ async fn thumbnails_are_generated_once_and_bombs_refused() {
         .await
         .expect("rows");
     assert_eq!(rows, 2);
+    // A cached thumbnail whose object is gone is made again, not a failure.
+    let cached = h.objects("thumbs").await;
+    assert_eq!(cached.len(), 2, "{cached:?}");
+    for key in cached {
+        h.storage
+            .delete(&key)
+            .await
+            .expect("delete the cached object");
+    }
+    let (meta, remade) = thumb(pb::ThumbnailSize::Small, file.id.clone(), user.clone())
+        .await
+        .expect("made again");
+    assert_eq!(remade, small);
+    assert_eq!(meta.sha256, sha256_hex(&small));
+    let (_, cached) = thumb(pb::ThumbnailSize::Small, file.id.clone(), user.clone())
+        .await
+        .expect("cached again");
+    assert_eq!(cached, small);
     // Strangers get nothing.
     let stranger = thumb(pb::ThumbnailSize::Small, file.id.clone(), uid())
         .await
