@@ -120,12 +120,9 @@ async fn scanning_statements(conn: &mut PgConnection, stage: &str) -> Vec<String
     failures
 }
 
-/// Planned when the connection is opened on an empty database, and on a young one whose
-/// tables were never analyzed (autovacuum off or not yet run). Not checked: a young
-/// database just analyzed, whose statistics say every table fits in a page or two;
-/// scanning is then the right plan, and the next ANALYZE re-plans.
-#[tokio::test]
-async fn message_path_statements_use_indexes_in_the_generic_plans_of_a_young_database() {
+/// A connection to a fresh, migrated database that always plans generically, as a
+/// long-lived connection does after five executions of a statement.
+async fn planning_connection() -> (TestEnv, PgConnection) {
     let env = TestEnv::new(&[&beehive_message::MIGRATOR]).await;
     let mut conn = PgConnection::connect(env.settings.database_url.expose())
         .await
@@ -133,6 +130,16 @@ async fn message_path_statements_use_indexes_in_the_generic_plans_of_a_young_dat
     conn.execute("SET plan_cache_mode = force_generic_plan")
         .await
         .expect("set");
+    (env, conn)
+}
+
+/// Planned when the connection is opened on an empty database, and on a young one whose
+/// tables were never analyzed (autovacuum off or not yet run). Not checked: a young
+/// database just analyzed, whose statistics say every table fits in a page or two;
+/// scanning is then the right plan, and the next ANALYZE re-plans.
+#[tokio::test]
+async fn message_path_statements_use_indexes_in_the_generic_plans_of_a_young_database() {
+    let (_env, mut conn) = planning_connection().await;
     let mut failures = scanning_statements(&mut conn, "empty").await;
     conn.execute(POPULATE).await.expect("populate");
     failures.extend(scanning_statements(&mut conn, "young").await);
@@ -144,13 +151,7 @@ async fn message_path_statements_use_indexes_in_the_generic_plans_of_a_young_dat
 /// scan on an empty database, so the test above can fail.
 #[tokio::test]
 async fn the_plan_check_sees_the_scan_of_a_plain_join() {
-    let env = TestEnv::new(&[&beehive_message::MIGRATOR]).await;
-    let mut conn = PgConnection::connect(env.settings.database_url.expose())
-        .await
-        .expect("connect");
-    conn.execute("SET plan_cache_mode = force_generic_plan")
-        .await
-        .expect("set");
+    let (_env, mut conn) = planning_connection().await;
     let plan = generic_plan(
         &mut conn,
         "plain_join",
