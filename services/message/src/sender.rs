@@ -51,19 +51,6 @@ impl Sender {
         Self { jobs }
     }
 
-    /// Stores one message (in whichever batch it lands).
-    pub async fn send(
-        &self,
-        conversation_id: Uuid,
-        message_id: Uuid,
-        message: NewMessage,
-    ) -> Result<SendOutcome, Error> {
-        self.send_all(vec![(conversation_id, message_id, message)])
-            .await
-            .pop()
-            .unwrap_or_else(|| Err(stopped()))
-    }
-
     /// Stores several messages (conversation, message id, message), all in the same
     /// batch when they fit; one outcome per send, in order.
     pub async fn send_all(

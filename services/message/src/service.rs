@@ -29,6 +29,11 @@ use crate::store::{
     ConversationView, KIND_GROUP, ListAfter, Mark, MessageRow, ReceiptRow, SendOutcome, Store,
 };
 
+/// A send the batch left without an answer (never expected: one outcome per send).
+fn unanswered() -> Error {
+    Error::internal("a send was not answered")
+}
+
 /// Where a send goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SendTarget {
@@ -309,13 +314,10 @@ impl MessageService {
     /// Stores a message (or finds the earlier copy of a resend). API.md answers 403 to
     /// a sender outside an existing conversation, 404 when there is none.
     pub async fn send_message(&self, request: SendRequest) -> Result<Sent, Error> {
-        let sender = request.sender;
-        let (conversation, message) = self.prepare_send(request).await?;
-        let outcome = self
-            .sender
-            .send(conversation, Uuid::now_v7(), message)
-            .await?;
-        self.sent(sender, conversation, outcome).await
+        self.send_messages(vec![Ok(request)])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(unanswered()))
     }
 
     /// Stores several messages, as [`Self::send_message`] does each, in one batch
@@ -324,20 +326,19 @@ impl MessageService {
         &self,
         requests: Vec<Result<SendRequest, Error>>,
     ) -> Vec<Result<Sent, Error>> {
-        let prepared = futures::future::join_all(requests.into_iter().map(|request| async move {
-            let request = request?;
-            let sender = request.sender;
-            let (conversation, message) = self.prepare_send(request).await?;
-            Ok::<_, Error>((sender, conversation, message))
-        }))
+        let prepared = futures::future::join_all(
+            requests
+                .into_iter()
+                .map(|request| async move { self.prepare_send(request?).await }),
+        )
         .await;
         let mut answers: Vec<Option<Result<Sent, Error>>> = Vec::with_capacity(prepared.len());
         let mut senders = Vec::new();
         let mut sends = Vec::new();
         for (index, send) in prepared.into_iter().enumerate() {
             match send {
-                Ok((sender, conversation, message)) => {
-                    senders.push((index, sender, conversation));
+                Ok((conversation, message)) => {
+                    senders.push((index, message.sender_id, conversation));
                     sends.push((conversation, Uuid::now_v7(), message));
                     answers.push(None);
                 }
@@ -356,7 +357,7 @@ impl MessageService {
         }
         answers
             .into_iter()
-            .map(|answer| answer.unwrap_or_else(|| Err(Error::internal("a send was not answered"))))
+            .map(|answer| answer.unwrap_or_else(|| Err(unanswered())))
             .collect()
     }
 

@@ -488,7 +488,7 @@ statement!(
 // the planner cannot turn into a scan: a LATERAL subquery with LIMIT or ORDER BY (never
 // pulled up into a join) for lookups by key arrays, and `OFFSET 0` in EXISTS tests
 // (kept as per-row index probes). tests/plans.rs checks the generic plans of all of
-// them on an empty database.
+// them on an empty and on a young, never analyzed database.
 
 statement!(
     MESSAGES_AT,
@@ -509,7 +509,7 @@ statement!(
 
 /// The statements of the message path (sends, the relay, sync, receipts) by name, for
 /// tests/plans.rs: each must reach its rows through indexes in the generic plan a
-/// connection caches on an empty database (see the note above `MESSAGES_AT`).
+/// connection caches on a new database (see the note above `MESSAGES_AT`).
 pub fn message_path_statements() -> Vec<(&'static str, &'static str)> {
     vec![
         ("send", SEND.as_str()),
