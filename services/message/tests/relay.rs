@@ -49,6 +49,24 @@ async fn burst(
     futures::future::join_all(sends).await;
 }
 
+/// A user on gw-a with four direct conversations, ten messages sent to each (tagged
+/// `tag`), all 44 relayed to gw-a's queue (the four openings included).
+async fn four_conversations_relayed_to_gw_a(
+    h: &Harness,
+    tag: &str,
+) -> (String, GatewayQueue, Vec<(String, String)>) {
+    let me = uid();
+    h.routes.connect(&me, "gw-a");
+    let queue = GatewayQueue::consume(&h.settings, "gw-a").await;
+    let convs = conversations(h, &me, 4).await;
+    burst(h, &me, &convs, 10, tag).await;
+    eventually("every message reached gw-a", || async {
+        queue.messages().len() >= 44
+    })
+    .await;
+    (me, queue, convs)
+}
+
 /// The outbox partition locks held in the test's database: (holders, locks). Every
 /// partition has at most one owner (exclusive locks cannot be held twice).
 async fn partition_locks(h: &Harness) -> (i64, i64) {
@@ -214,15 +232,7 @@ async fn a_broker_outage_delays_but_loses_nothing() {
         s.amqp_url = beehive_common::config::SecretUrl::new(proxied.clone());
     })
     .await;
-    let me = uid();
-    h.routes.connect(&me, "gw-a");
-    let queue = GatewayQueue::consume(&h.settings, "gw-a").await;
-    let convs = conversations(&h, &me, 4).await;
-    burst(&h, &me, &convs, 10, "before").await;
-    eventually("the first burst arrived", || async {
-        queue.messages().len() >= 44
-    })
-    .await;
+    let (me, queue, convs) = four_conversations_relayed_to_gw_a(&h, "before").await;
 
     proxy.cut();
     burst(&h, &me, &convs, 10, "during").await;
@@ -525,15 +535,7 @@ async fn the_relay_vacuums_the_outbox_it_drains() {
     }))
     .await;
     let before = vacuums(h.env.pool.clone()).await;
-    let me = uid();
-    h.routes.connect(&me, "gw-a");
-    let queue = GatewayQueue::consume(&h.settings, "gw-a").await;
-    let convs = conversations(&h, &me, 4).await;
-    burst(&h, &me, &convs, 10, "v").await;
-    eventually("every message reached gw-a", || async {
-        queue.messages().len() >= 44
-    })
-    .await;
+    let _relayed = four_conversations_relayed_to_gw_a(&h, "v").await;
     h.drained().await;
     eventually("the relay vacuumed the outbox", || async {
         vacuums(h.env.pool.clone()).await > before
